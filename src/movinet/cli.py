@@ -1,0 +1,97 @@
+"""The ``movinet`` command. Each subcommand is a thin shell over a library function.
+
+Heavy imports (torch, onnx) happen inside the handlers so ``movinet --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _weights_download(args: argparse.Namespace) -> int:
+    from movinet.models.weights import download
+
+    try:
+        path = download(args.arch, args.variant, force=args.force)
+    except (RuntimeError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
+
+
+def _export_onnx(args: argparse.Namespace) -> int:
+    from movinet.inference.onnx_export import export_stream_onnx
+    from movinet.models import build, kinetics600_classes, load_pretrained
+    from movinet.models.weights import CHECKPOINT_FORMAT, read_checkpoint
+
+    arch, variant, num_classes, class_names = args.arch, args.variant, args.num_classes, None
+    if args.weights:
+        try:
+            payload, _ = read_checkpoint(args.weights)
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        if payload.get("format") == CHECKPOINT_FORMAT:
+            arch, variant = payload["arch"], payload["variant"]
+            num_classes, class_names = payload["num_classes"], payload.get("class_names")
+        else:  # the published Kinetics-600 files
+            num_classes, class_names = 600, list(kinetics600_classes())
+    if arch is None:
+        print("error: give --arch (or --weights with a movinet checkpoint)", file=sys.stderr)
+        return 2
+    try:
+        model = build(arch, variant, num_classes)
+        if args.weights:
+            load_pretrained(model, args.weights)
+        size = tuple(args.size) if len(args.size) == 2 else args.size[0]
+        path = export_stream_onnx(
+            model, args.output, image_size=size, frames_per_step=args.frames_per_step,
+            class_names=class_names,
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="movinet", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    weights = commands.add_parser("weights", help="published Kinetics-600 weights")
+    weights_cmd = weights.add_subparsers(dest="weights_command", required=True)
+    dl = weights_cmd.add_parser(
+        "download", help="download into the cache ($MOVINET_HOME/weights); prints the path"
+    )
+    dl.add_argument("arch", help="a0..a5")
+    dl.add_argument("variant", nargs="?", default="base", choices=["base", "stream"])
+    dl.add_argument("--force", action="store_true", help="download again even if cached")
+    dl.set_defaults(func=_weights_download)
+
+    export = commands.add_parser("export", help="export a model for deployment")
+    export_cmd = export.add_subparsers(dest="export_command", required=True)
+    onnx = export_cmd.add_parser(
+        "onnx", help="the stream model's one-step function, state as explicit inputs/outputs"
+    )
+    onnx.add_argument("--arch", help="a0..a5 (taken from --weights when it is a movinet checkpoint)")
+    onnx.add_argument("--variant", default="stream", choices=["stream"])
+    onnx.add_argument("--weights", help="our checkpoint or a published state dict")
+    onnx.add_argument("--num-classes", type=int, default=600)
+    onnx.add_argument("--size", type=int, nargs="+", default=[172], metavar="PX",
+                      help="input size: one value (square) or H W")
+    onnx.add_argument("--frames-per-step", type=int, default=1)
+    onnx.add_argument("-o", "--output", required=True)
+    onnx.set_defaults(func=_export_onnx)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
