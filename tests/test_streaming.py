@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from movinet.models import ARCHS, build, optimize_for_inference
+from movinet.models import ARCHS, TracedStream, build, optimize_for_inference
 
 from conftest import randomize
 
@@ -82,3 +82,17 @@ def test_base_model_cannot_stream():
     model = build("a0", "base", 3)
     with pytest.raises(ValueError, match="cannot stream"):
         model.init_state(1)
+
+
+def test_traced_stream_equals_model():
+    model = randomize(build("a2", "stream", 4), seed=7)
+    traced = TracedStream(model, image_size=(48, 40))
+    clip = torch.rand(1, 3, 4, 48, 40)
+    state = traced.init_state()
+    for t in range(4):
+        logits, state = traced(clip[:, :, t : t + 1], state)
+    with torch.no_grad():
+        ref = model(clip)
+    assert (logits - ref).abs().max().item() <= 1e-5 * ref.abs().max().item()
+    with pytest.raises(ValueError, match="traced for inputs"):
+        traced(torch.rand(1, 3, 1, 64, 64), state)

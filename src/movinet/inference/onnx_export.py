@@ -10,24 +10,14 @@ last frame. The order, arch, image size and class names are stored as model meta
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
 import torch
-from torch import Tensor, nn
 
 from movinet.models import MoViNet, optimize_for_inference
-
-
-class _StreamStep(nn.Module):
-    def __init__(self, model: MoViNet, names: list[str]) -> None:
-        super().__init__()
-        self.model = model
-        self.names = names
-
-    def forward(self, frames: Tensor, *state: Tensor) -> tuple[Tensor, ...]:
-        logits, new_state = self.model(frames, dict(zip(self.names, state)))
-        return (logits, *[new_state[name] for name in self.names])
+from movinet.models.fast import StreamStep
 
 
 def export_stream_onnx(
@@ -52,11 +42,13 @@ def export_stream_onnx(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
+        # The exporter warns about every torchvision op it cannot register: not ours, silence it.
+        logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
         with torch.no_grad():
             torch.onnx.export(
-                _StreamStep(step_model, names).eval(), (frames, *state.values()), str(tmp),
+                StreamStep(step_model, names).eval(), (frames, *state.values()), str(tmp),
                 input_names=["frames", *names], output_names=["logits", *[f"{n}.next" for n in names]],
-                opset_version=opset, dynamo=True, external_data=False,
+                opset_version=opset, dynamo=True, external_data=False, verbose=False,
             )
         import onnx
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from movinet.models.fast import optimize_for_inference
+from movinet.models.fast import TracedStream, optimize_for_inference
 from movinet.models.movinet import MoViNet, State
 from movinet.models.specs import ARCHS, SPECS, VARIANTS, ModelSpec
 from movinet.models.weights import kinetics600_classes, load_pretrained, save_checkpoint
 
 __all__ = [
     "ARCHS", "SPECS", "VARIANTS", "MoViNet", "ModelSpec", "State", "build", "kinetics600_classes",
-    "load_pretrained", "optimize_for_inference", "save_checkpoint",
+    "load_pretrained", "optimize_for_inference", "save_checkpoint", "TracedStream",
 ]
 
 
