@@ -1,0 +1,1 @@
+"""Data: demo videos, frame extraction (decord), labels CSV ingestion, clip index, datasets."""
