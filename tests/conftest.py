@@ -24,3 +24,25 @@ def randomize(model: MoViNet, seed: int = 0) -> MoViNet:
         elif name.endswith("running_var"):
             buf.copy_(torch.rand(buf.shape, generator=gen) + 0.5)
     return model.eval()
+
+
+def write_video(path, frames, fps: int, codec: str) -> None:
+    """Encode uint8 RGB frames (T, H, W, 3) to a real video file with PyAV."""
+    from movinet.data.demo import write_video as _write
+
+    _write(path, frames, fps, codec)
+
+
+def gray_frames(count: int, height: int = 48, width: int = 64, step: int = 4):
+    """Frame i is solid gray ``step * i``: its index survives lossy compression."""
+    import numpy as np
+
+    levels = (np.arange(count) * step).astype(np.uint8)
+    return np.broadcast_to(levels[:, None, None, None], (count, height, width, 3)).copy()
+
+
+def frame_numbers(clip, step: int = 4):
+    """Recover the painted frame indices of a (T, H, W, 3) uint8 clip."""
+    import numpy as np
+
+    return np.rint(np.asarray(clip, dtype=np.float64).mean(axis=(1, 2, 3)) / step).astype(int).tolist()

@@ -57,6 +57,61 @@ def _export_onnx(args: argparse.Namespace) -> int:
     return 0
 
 
+def _extract(args: argparse.Namespace) -> int:
+    from movinet.data.extract import REPORT_FILE, ExtractionError, extract_videos
+
+    try:
+        report = extract_videos(args.video_dir, args.out_dir, fps=args.fps, size=args.size,
+                                workers=args.workers, strict=args.strict)
+    except ExtractionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"extracted {len(report.extracted)}, unchanged {len(report.unchanged)}, "
+          f"removed {len(report.removed)}, skipped {len(report.skipped)} "
+          f"(report: {args.out_dir}/{REPORT_FILE})")
+    for skipped in report.skipped:
+        print(f"skipped {skipped['file']}: {skipped['reason']}", file=sys.stderr)
+    return 0
+
+
+def _labels_check(args: argparse.Namespace) -> int:
+    from movinet.data.labels import LabelError, assign_splits, read_labels
+    from movinet.data.ingest import summarize
+    from movinet.data.video import list_videos, probe
+
+    try:
+        paths = list_videos(args.videos)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    videos, unreadable = {}, []
+    for rel, path in paths.items():
+        try:
+            videos[rel] = probe(path)
+        except ValueError as exc:
+            unreadable.append(f"{rel}: {exc}")
+    for line in unreadable:
+        print(f"unreadable video {line}", file=sys.stderr)
+    try:
+        labels = read_labels(args.labels, videos, args.interpolation, on_error="fail")
+    except LabelError as exc:
+        for issue in exc.issues:
+            print(f"{args.labels}: {issue}", file=sys.stderr)
+        return 1
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    summary = summarize(labels, assign_splits(labels, args.seed))
+    print(f"{args.labels}: OK, {summary['videos']} labelled videos")
+    print(f"classes ({len(summary['classes'])}): {', '.join(summary['classes'])}")
+    print("frames per class: " + ", ".join(f"{k} {v}" for k, v in summary["frames_per_class"].items()))
+    print("videos per split: " + ", ".join(f"{k} {v}" for k, v in summary["videos_per_split"].items()))
+    return 1 if unreadable and args.strict else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="movinet", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -70,6 +125,27 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("variant", nargs="?", default="base", choices=["base", "stream"])
     dl.add_argument("--force", action="store_true", help="download again even if cached")
     dl.set_defaults(func=_weights_download)
+
+    extract = commands.add_parser(
+        "extract", help="decode videos once into a frame cache for fast clip reads (incremental)"
+    )
+    extract.add_argument("video_dir")
+    extract.add_argument("out_dir")
+    extract.add_argument("--fps", type=float, default=None, help="resample to this frame rate")
+    extract.add_argument("--size", type=int, default=172, help="short side in pixels (0: keep)")
+    extract.add_argument("--workers", type=int, default=1)
+    extract.add_argument("--strict", action="store_true", help="fail if any video is unreadable")
+    extract.set_defaults(func=_extract)
+
+    labels = commands.add_parser("labels", help="labels CSV tools")
+    labels_cmd = labels.add_subparsers(dest="labels_command", required=True)
+    check = labels_cmd.add_parser("check", help="validate a labels CSV against the videos")
+    check.add_argument("labels", help="labels CSV (filename,frame|start_frame,end_frame|timestamp,label[,split])")
+    check.add_argument("--videos", required=True, help="the folder the CSV's filenames are relative to")
+    check.add_argument("--interpolation", default="none", choices=["none", "hold", "nearest"])
+    check.add_argument("--seed", type=int, default=0, help="seed of the video split shown")
+    check.add_argument("--strict", action="store_true", help="also fail on unreadable videos")
+    check.set_defaults(func=_labels_check)
 
     export = commands.add_parser("export", help="export a model for deployment")
     export_cmd = export.add_subparsers(dest="export_command", required=True)

@@ -1,0 +1,65 @@
+"""LightningDataModule over the frame cache and the ingested labels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+from torch.utils.data import DataLoader, RandomSampler
+
+from movinet.data.clips import ClipParams
+from movinet.data.dataset import Augment, ClipDataset, build_clips
+
+
+class ClipDataModule(L.LightningDataModule):
+    def __init__(
+        self, frames_dir: str | Path, labels_dir: str | Path, params: ClipParams, augment: Augment,
+        batch_size: int = 8, num_workers: int = 0, train_sampling: str = "hop",
+        train_hop: int | None = None, eval_clips_per_video: int = 4,
+    ) -> None:
+        super().__init__()
+        if train_sampling not in ("hop", "random"):
+            raise ValueError(f"train_sampling must be 'hop' or 'random', got {train_sampling!r}")
+        self.frames_dir, self.labels_dir = Path(frames_dir), Path(labels_dir)
+        self.params, self.augment = params, augment
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.train_sampling = train_sampling
+        # Hop between training windows: default half a clip span.
+        self.train_hop = train_hop or max(1, params.span // 2)
+        self.eval_clips_per_video = eval_clips_per_video
+        self.datasets: dict[str, ClipDataset] = {}
+        self.classes: list[str] = []
+
+    def setup(self, stage: str | None = None) -> None:
+        for split in ("train", "val", "test"):
+            if split in self.datasets:
+                continue
+            hop = None if (split == "train" and self.train_sampling == "random") else self.train_hop
+            clips, self.classes = build_clips(
+                self.frames_dir, self.labels_dir, split, self.params, hop, self.eval_clips_per_video
+            )
+            self.datasets[split] = ClipDataset(
+                self.frames_dir, clips, self.classes, self.params, self.augment, train=split == "train"
+            )
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        dataset = self.datasets[split]
+        sampler = None
+        if split == "train" and self.train_sampling == "random":
+            # Random start: draw from every valid window, as many per epoch as the hop would give.
+            per_epoch = max(1, len(dataset) // self.train_hop)
+            sampler, shuffle = RandomSampler(dataset, num_samples=per_epoch), False
+        return DataLoader(
+            dataset, batch_size=self.batch_size, shuffle=shuffle, sampler=sampler,
+            num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+            drop_last=split == "train" and len(dataset) > self.batch_size,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

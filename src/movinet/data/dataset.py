@@ -1,0 +1,139 @@
+"""Map-style clip datasets over the frame cache, with video augmentations written in torch.
+
+A sample is ``(clip, label)``: ``clip`` is float ``(C, T, H, W)`` in [0, 1], ``label`` the class
+index. Frames come from the memory-mapped cache arrays, so reading a clip is an index, not a decode.
+Training: random resized crop (one box for the whole clip) and, only where the classes allow it,
+horizontal flip (left/right motion classes must not be flipped). Evaluation: deterministic resize
+of the short side and center crop.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from movinet.data.clips import Clip, ClipParams, cached_labels, candidate_starts, evenly_spaced_starts, index_clips
+from movinet.data.extract import load_index
+from movinet.data.ingest import read_classes, read_frame_labels, read_splits
+
+
+@dataclass(frozen=True)
+class Augment:
+    crop_size: int = 172
+    scale: tuple[float, float] = (0.4, 1.0)  # area of the crop box over the frame
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    hflip: bool = False
+
+
+def random_resized_crop(clip: torch.Tensor, size: int, scale, ratio, rng: random.Random) -> torch.Tensor:
+    """One random box (area share in ``scale``, aspect in ``ratio``) for all frames, resized."""
+    _, _, h, w = clip.shape
+    area = h * w
+    for _ in range(10):
+        target = area * rng.uniform(*scale)
+        aspect = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
+        cw, ch = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
+        if 0 < cw <= w and 0 < ch <= h:
+            top, left = rng.randint(0, h - ch), rng.randint(0, w - cw)
+            break
+    else:
+        ch = cw = min(h, w)
+        top, left = (h - ch) // 2, (w - cw) // 2
+    return _resize(clip[:, :, top : top + ch, left : left + cw], (size, size))
+
+
+def center_crop(clip: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize the short side to ``size`` and cut the central ``size x size`` square."""
+    _, _, h, w = clip.shape
+    if min(h, w) != size:
+        scale = size / min(h, w)
+        clip = _resize(clip, (max(size, round(h * scale)), max(size, round(w * scale))))
+        _, _, h, w = clip.shape
+    top, left = (h - size) // 2, (w - size) // 2
+    return clip[:, :, top : top + size, left : left + size]
+
+
+def _resize(clip: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(clip.shape[-2:]) == size:
+        return clip
+    # (C, T, H, W): frames are the batch of a 2-D resize.
+    frames = clip.permute(1, 0, 2, 3)
+    out = F.interpolate(frames, size=size, mode="bilinear", align_corners=False, antialias=True)
+    return out.permute(1, 0, 2, 3)
+
+
+class ClipDataset(Dataset):
+    def __init__(
+        self, frames_dir: str | Path, clips: list[Clip], classes: list[str], params: ClipParams,
+        augment: Augment, train: bool,
+    ) -> None:
+        self.frames_dir = Path(frames_dir)
+        self.index = load_index(frames_dir)["videos"]
+        self.clips = clips
+        self.classes = classes
+        self.class_index = {c: i for i, c in enumerate(classes)}
+        self.params = params
+        self.augment = augment
+        self.train = train
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def frames(self, video: str) -> np.ndarray:
+        array = self._arrays.get(video)
+        if array is None:  # opened lazily: each DataLoader worker maps its own files
+            array = np.load(self.frames_dir / self.index[video]["file"], mmap_mode="r")
+            self._arrays[video] = array
+        return array
+
+    def read_clip(self, clip: Clip) -> torch.Tensor:
+        """The clip's frames as uint8 ``(T, H, W, 3)``."""
+        return torch.from_numpy(np.ascontiguousarray(self.frames(clip.video)[self.params.frame_indices(clip.start)]))
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        clip = self.clips[i]
+        x = self.read_clip(clip).permute(3, 0, 1, 2).float().div_(255.0)  # (C, T, H, W)
+        if self.train:
+            # Drawn from torch's generator: seeded by seed_everything and per DataLoader worker,
+            # and advancing every call, so each epoch sees new crops.
+            rng = random.Random(int(torch.randint(0, 2**62, ())))
+            x = random_resized_crop(x, self.augment.crop_size, self.augment.scale, self.augment.ratio, rng)
+            if self.augment.hflip and rng.random() < 0.5:
+                x = x.flip(-1)
+        else:
+            x = center_crop(x, self.augment.crop_size)
+        return x.contiguous(), self.class_index[clip.label]
+
+
+def build_clips(
+    frames_dir: str | Path, labels_dir: str | Path, split: str, params: ClipParams,
+    train_hop: int | None = None, eval_clips_per_video: int = 4,
+) -> tuple[list[Clip], list[str]]:
+    """The clips of one split. Training: every valid window, ``train_hop`` apart (None: all starts,
+    for random-start sampling); evaluation: ``eval_clips_per_video`` fixed, evenly spaced windows."""
+    index = load_index(frames_dir)["videos"]
+    labels = read_frame_labels(labels_dir)
+    splits = read_splits(labels_dir)
+    classes = read_classes(labels_dir) + (["background"] if params.include_background else [])
+    clips: list[Clip] = []
+    for video, video_split in splits.items():
+        if video_split != split or video not in index:
+            continue
+        entry = index[video]
+        per_frame = cached_labels(entry["source_index"], labels.get(video, {}))
+        if split == "train":
+            starts = candidate_starts(entry["frames"], params)
+            if train_hop:
+                starts = starts[::train_hop]
+        else:
+            starts = evenly_spaced_starts(entry["frames"], params, eval_clips_per_video)
+        clips += index_clips(video, per_frame, params, starts)
+    return clips, classes
