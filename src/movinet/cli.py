@@ -112,6 +112,25 @@ def _labels_check(args: argparse.Namespace) -> int:
     return 1 if unreadable and args.strict else 0
 
 
+def _params(args: argparse.Namespace) -> int:
+    from movinet.config import PARAMS_FILE, compose, project_root, render, write_params
+
+    try:
+        if args.check:
+            path = project_root() / PARAMS_FILE
+            expected = render(compose(args.overrides))
+            if not path.is_file() or path.read_text() != expected:
+                print(f"error: {path} differs from conf/ (run `movinet params`)", file=sys.stderr)
+                return 1
+            print(f"{path} matches conf/")
+            return 0
+        print(write_params(args.overrides))
+    except Exception as exc:  # Hydra's errors name the bad key or group: show them plainly
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="movinet", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -125,6 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("variant", nargs="?", default="base", choices=["base", "stream"])
     dl.add_argument("--force", action="store_true", help="download again even if cached")
     dl.set_defaults(func=_weights_download)
+
+    params = commands.add_parser(
+        "params", help="compose conf/ (with Hydra overrides) into params.yaml, the file DVC tracks"
+    )
+    params.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data=csv data.extract.size=128")
+    params.add_argument("--check", action="store_true", help="fail if params.yaml differs from conf/")
+    params.set_defaults(func=_params)
 
     extract = commands.add_parser(
         "extract", help="decode videos once into a frame cache for fast clip reads (incremental)"

@@ -110,6 +110,7 @@ def read_labels(
                 rows.append(row)
 
     labels = _assign(rows, videos, issues)
+    issues.sort(key=lambda issue: issue.row or 0)
     if on_error == "fail" and issues:
         raise LabelError(source, issues)
     labels.skipped = issues

@@ -1,0 +1,110 @@
+"""Clip index: majority labels, the discard threshold, offsets; datasets and the ingest stage."""
+
+import csv
+
+import pytest
+import torch
+
+from movinet.data.clips import ClipParams, candidate_starts, evenly_spaced_starts, index_clips, label_clip
+from movinet.data.dataset import Augment, ClipDataset, build_clips, center_crop
+from movinet.data.datamodule import ClipDataModule
+from movinet.data.extract import extract_videos
+from movinet.data.ingest import ingest_labels, read_splits
+
+from conftest import frame_numbers, gray_frames, write_video
+
+
+def _constructed_video():
+    """Three 10-frame clips (stride 1, T=10) whose majority shares are 30 %, 60 % and 100 %."""
+    a = ["walk"] * 3 + [None] * 7            # 30 %: unlabelled frames count against it
+    b = ["run"] * 6 + ["walk"] * 4           # 60 %
+    c = ["jump"] * 10                        # 100 %
+    return a + b + c
+
+
+@pytest.mark.parametrize("threshold,kept", [(0.0, [0, 10, 20]), (0.5, [10, 20]), (0.9, [20])])
+def test_discard_threshold(threshold, kept):
+    params = ClipParams(num_frames=10, discard_threshold=threshold)
+    clips = index_clips("v", _constructed_video(), params, [0, 10, 20])
+    assert [c.start for c in clips] == kept
+    shares = {c.start: c.share for c in clips}
+    assert shares.get(10, 0.6) == pytest.approx(0.6) and shares[20] == 1.0
+
+
+def test_majority_label_offset_and_stride():
+    labels = ["a", "b"] * 10  # even frames a, odd frames b
+    assert label_clip(labels, ClipParams(4, frame_stride=2, offset=0), 0) == ("a", 1.0)
+    assert label_clip(labels, ClipParams(4, frame_stride=2, offset=1), 0) == ("b", 1.0)
+    params = ClipParams(4, frame_stride=3, offset=1)
+    assert params.frame_indices(5).tolist() == [6, 9, 12, 15]
+    assert list(candidate_starts(20, params)) == list(range(0, 10))  # span 11
+    assert evenly_spaced_starts(20, params, 4) == [0, 3, 6, 9]
+
+
+def test_background_clips_only_when_configured():
+    labels = ["background"] * 8
+    assert index_clips("v", labels, ClipParams(4), [0]) == []
+    assert [c.label for c in index_clips("v", labels, ClipParams(4, include_background=True), [0])] == ["background"]
+
+
+def test_transforms_shapes_and_ranges():
+    clip = torch.rand(3, 4, 30, 50)
+    out = center_crop(clip, 24)
+    assert out.shape == (3, 4, 24, 24)
+    assert torch.equal(out, center_crop(clip, 24))
+
+
+@pytest.fixture(scope="module")
+def pipeline_dirs(tmp_path_factory):
+    """Real videos → extraction → ingestion, the way the DVC stages run them."""
+    root = tmp_path_factory.mktemp("pipe")
+    videos = root / "videos"
+    videos.mkdir()
+    rows = []
+    for i in range(12):
+        label = ("wave", "clap", "nod")[i % 3]
+        write_video(videos / f"v{i:02d}.mp4", gray_frames(40, 40, 56), 20, "libx264")
+        rows.append((f"v{i:02d}.mp4", "", "", label))
+    rows.append(("v00.mp4", "30", "", "background"))  # conflicts with the whole-video label: skipped
+    with open(root / "labels.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["filename", "frame", "timestamp", "label"])
+        writer.writerows(rows)
+    extract_videos(videos, root / "frames", fps=10, size=32, progress=False)
+    summary = ingest_labels(root / "labels.csv", root / "frames", root / "labels", on_error="skip", seed=1)
+    return root, summary
+
+
+def test_ingest_stage_outputs(pipeline_dirs):
+    root, summary = pipeline_dirs
+    assert summary["classes"] == ["clap", "nod", "wave"]
+    assert sum(summary["videos_per_split"].values()) == 12
+    splits = read_splits(root / "labels")
+    assert set(splits.values()) <= {"train", "val", "test"} and len(splits) == 12
+    report = (root / "labels" / "ingest_report.json").read_text()
+    assert "conflicting labels on frame 30" in report
+    assert not (root / ".labels.tmp").exists()
+
+
+def test_datasets_from_the_cache(pipeline_dirs):
+    root, _ = pipeline_dirs
+    params = ClipParams(num_frames=4, frame_stride=2, discard_threshold=0.5)
+    clips, classes = build_clips(root / "frames", root / "labels", "train", params, train_hop=3)
+    assert classes == ["clap", "nod", "wave"]
+    splits = read_splits(root / "labels")
+    assert clips and all(splits[c.video] == "train" for c in clips)
+    assert [c.start for c in clips if c.video == clips[0].video] == [0, 3, 6, 9, 12]  # 20 frames, span 7
+    dataset = ClipDataset(root / "frames", clips, classes, params, Augment(crop_size=24), train=True)
+    x, y = dataset[0]
+    assert x.shape == (3, 4, 24, 24) and x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
+    assert classes[y] == clips[0].label
+    # the frames are the right ones: cached frames 0, 2, 4, 6 at 10 fps = source frames 0, 4, 8, 12
+    assert frame_numbers(dataset.read_clip(clips[0]).numpy()) == [0, 4, 8, 12]
+
+    module = ClipDataModule(root / "frames", root / "labels", params, Augment(crop_size=24), batch_size=2)
+    module.setup()
+    batch, labels = next(iter(module.val_dataloader()))
+    assert batch.shape[1:] == (3, 4, 24, 24) and labels.dtype == torch.int64
+    a, _ = module.datasets["val"][0]
+    b, _ = module.datasets["val"][0]
+    assert torch.equal(a, b)  # evaluation is deterministic

@@ -1,0 +1,146 @@
+"""Labels CSV: every form, every interpolation mode, every bad input (named by row and file)."""
+
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import pytest
+
+from movinet.data.labels import LabelError, assign_splits, read_labels
+
+from conftest import gray_frames, write_video
+
+
+@dataclass(frozen=True)
+class Info:
+    frames: int
+    fps: float = 10.0
+
+
+VIDEOS = {"a.mp4": Info(20), "b.mp4": Info(10, 5.0), "sub/c.avi": Info(30)}
+
+
+def _csv(tmp_path, text):
+    path = tmp_path / "labels.csv"
+    path.write_text(text)
+    return path
+
+
+def test_per_frame_ranges_timestamps_and_whole_video(tmp_path):
+    path = _csv(tmp_path, "filename,frame,start_frame,end_frame,timestamp,label\n"
+                          "a.mp4,3,,,,jump\n"
+                          "a.mp4,,5,7,,run\n"
+                          "b.mp4,,,,,sit\n"
+                          "sub/c.avi,,,,1.25,run\n"
+                          "sub/c.avi,,,,0.0,background\n")
+    labels = read_labels(path, VIDEOS)
+    assert labels.frames["a.mp4"] == {3: "jump", 5: "run", 6: "run", 7: "run"}
+    assert labels.frames["b.mp4"] == {f: "sit" for f in range(10)}
+    assert labels.frames["sub/c.avi"] == {0: "background", 12: "run"}  # round(1.25 * 10) = 12
+    assert labels.classes == ["jump", "run", "sit"]
+
+
+SPARSE = ("filename,frame,label\n"
+          "a.mp4,2,walk\na.mp4,6,walk\na.mp4,10,run\na.mp4,13,run\n")
+
+
+@pytest.mark.parametrize("mode,expected", [
+    ("none", {2: "walk", 6: "walk", 10: "run", 13: "run"}),
+    ("hold", {**{f: "walk" for f in range(2, 10)}, **{f: "run" for f in range(10, 14)}}),
+    # different labels switch at the midpoint of 6..10: 7, 8 -> walk, 9 -> run
+    ("nearest", {**{f: "walk" for f in range(2, 9)}, **{f: "run" for f in range(9, 14)}}),
+])
+def test_sparse_keyframes_interpolation(tmp_path, mode, expected):
+    labels = read_labels(_csv(tmp_path, SPARSE), VIDEOS, interpolation=mode)
+    assert labels.frames["a.mp4"] == expected  # nothing before the first or after the last keyframe
+
+
+def test_interpolation_never_overrides_explicit_labels(tmp_path):
+    path = _csv(tmp_path, "filename,frame,start_frame,end_frame,label\n"
+                          "a.mp4,0,,,walk\na.mp4,,3,4,background\na.mp4,8,,,walk\n")
+    labels = read_labels(path, VIDEOS, interpolation="hold")
+    assert labels.frames["a.mp4"] == {0: "walk", 1: "walk", 2: "walk", 3: "background",
+                                      4: "background", 5: "walk", 6: "walk", 7: "walk", 8: "walk"}
+
+
+@pytest.mark.parametrize("body,row,message", [
+    ("a.mp4,3,jump\nzzz.mp4,1,run\n", 3, "unknown video 'zzz.mp4'"),
+    ("a.mp4,20,jump\n", 2, "frame 20 is past the end (the video has 20 frames, 0..19)"),
+    ("a.mp4,-1,jump\n", 2, "negative frame -1"),
+    ("a.mp4,x,jump\n", 2, "frame 'x' is not a whole number"),
+    ("a.mp4,4,jump\na.mp4,4,run\n", 3, "conflicting labels on frame 4: 'run' here, 'jump' from row 2"),
+    ("a.mp4,4,\n", 2, "empty label"),
+])
+def test_bad_rows_name_row_and_file(tmp_path, body, row, message):
+    path = _csv(tmp_path, "filename,frame,label\n" + body)
+    with pytest.raises(LabelError) as err:
+        read_labels(path, VIDEOS)
+    assert any(i.row == row and message in i.message for i in err.value.issues), err.value.issues
+    assert f"row {row}" in str(err.value) and str(path) in str(err.value)
+
+
+def test_unknown_column_is_named(tmp_path):
+    with pytest.raises(LabelError, match="row 1: unknown column 'frames'"):
+        read_labels(_csv(tmp_path, "filename,frames,label\na.mp4,1,x\n"), VIDEOS)
+
+
+def test_empty_class_list(tmp_path):
+    with pytest.raises(LabelError, match="no classes"):
+        read_labels(_csv(tmp_path, "filename,frame,label\na.mp4,1,background\n"), VIDEOS)
+    with pytest.raises(LabelError, match="no classes"):
+        read_labels(_csv(tmp_path, "filename,frame,label\n"), VIDEOS)
+
+
+def test_skip_mode_drops_bad_rows_and_reports_them(tmp_path):
+    path = _csv(tmp_path, "filename,frame,label\na.mp4,1,jump\nzzz.mp4,1,run\na.mp4,1,run\na.mp4,99,run\nb.mp4,2,run\n")
+    labels = read_labels(path, VIDEOS, on_error="skip")
+    assert labels.frames == {"a.mp4": {1: "jump"}, "b.mp4": {2: "run"}}
+    assert [(i.row, i.file) for i in labels.skipped] == [(3, "zzz.mp4"), (4, "a.mp4"), (5, "a.mp4")]
+
+
+def test_split_by_video_is_stratified_seeded_and_respects_given_splits(tmp_path):
+    videos = {f"v{i:02d}.mp4": Info(10) for i in range(40)}
+    rows = [f"v{i:02d}.mp4,,{'run' if i % 2 else 'walk'},{'test' if i == 0 else ''}" for i in range(40)]
+    path = _csv(tmp_path, "filename,frame,label,split\n" + "\n".join(rows) + "\n")
+    labels = read_labels(path, videos)
+    splits = assign_splits(labels, seed=3)
+    assert splits == assign_splits(labels, seed=3)
+    assert splits != assign_splits(labels, seed=4)
+    assert splits["v00.mp4"] == "test"
+    for label in ("run", "walk"):
+        members = [v for v in splits if labels.majority(v) == label]
+        counts = {s: sum(splits[v] == s for v in members) for s in ("train", "val", "test")}
+        assert counts["train"] >= 13 and counts["val"] >= 2 and counts["test"] >= 2, counts
+    assert len(splits) == 40  # each video in exactly one split
+
+
+def test_conflicting_given_splits(tmp_path):
+    path = _csv(tmp_path, "filename,frame,label,split\na.mp4,1,x,train\na.mp4,2,x,test\n")
+    with pytest.raises(LabelError, match="row 3: a.mp4: split 'test' conflicts with 'train' from row 2"):
+        read_labels(path, VIDEOS)
+
+
+def test_labels_check_cli_on_real_videos(tmp_path):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    write_video(videos / "a.mp4", gray_frames(20), 10, "libx264")
+    write_video(videos / "b.avi", gray_frames(12), 10, "mpeg4")
+    good = _csv(tmp_path, "filename,frame,start_frame,end_frame,label\na.mp4,,0,9,wave\nb.avi,,,,clap\n")
+    done = subprocess.run([sys.executable, "-m", "movinet.cli", "labels", "check", str(good),
+                           "--videos", str(videos)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "classes (2): clap, wave" in done.stdout
+    assert "frames per class: clap 12, wave 10" in done.stdout
+    assert "videos per split:" in done.stdout
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("filename,frame,label\na.mp4,25,wave\nmissing.mp4,1,wave\na.mp4,-2,clap\n")
+    done = subprocess.run([sys.executable, "-m", "movinet.cli", "labels", "check", str(bad),
+                           "--videos", str(videos)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert lines == [
+        f"{bad}: row 2: a.mp4: frame 25 is past the end (the video has 20 frames, 0..19)",
+        f"{bad}: row 3: missing.mp4: unknown video 'missing.mp4' (not among the videos, or it could not be decoded)",
+        f"{bad}: row 4: a.mp4: negative frame -2",
+    ]
