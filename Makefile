@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # first and keep it pinned with a constraint for everything after.
 TORCH ?= torch==2.13.0
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo bench clean mlflow-ui
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -23,12 +23,22 @@ install: $(STAMP)
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+# The whole pipeline on the generated demo data, then where to look.
 demo: install
-	@echo "make demo: the pipeline (dvc repro on the demo data) is coming in the pipeline issue."
-	$(VENV)/bin/movinet --help > /dev/null
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro
+	@echo
+	@PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc metrics show
+	@echo
+	@echo "Runs, curves, confusion matrices and models: make mlflow-ui, then http://127.0.0.1:5000"
+	@echo "Plots: $(VENV)/bin/dvc plots show (writes dvc_plots/index.html)"
+
+mlflow-ui: install
+	$(VENV)/bin/mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" \
+		--default-artifact-root "$(CURDIR)/mlartifacts" --host 127.0.0.1 --port 5000 --workers 1
 
 bench: install
 	$(PY) benchmarks/model_speed.py
+	$(PY) benchmarks/data_speed.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -13,9 +13,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_params_yaml_matches_conf():
-    assert (ROOT / "params.yaml").read_text() == render(compose(root=ROOT)), (
-        "params.yaml drifted from conf/: run `movinet params`"
-    )
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert params == compose(root=ROOT), "params.yaml drifted from conf/: run `movinet params`"
+    assert (ROOT / "params.yaml").read_text() == render(compose(root=ROOT))  # and is its rendering
+
+
+def test_no_run_time_interpolations_in_tracked_values():
+    text = (ROOT / "params.yaml").read_text()
+    assert "${" not in text and "hydra" not in yaml.safe_load(text)
 
 
 def test_cli_check_and_overrides(tmp_path):

@@ -113,13 +113,15 @@ def _labels_check(args: argparse.Namespace) -> int:
 
 
 def _params(args: argparse.Namespace) -> int:
-    from movinet.config import PARAMS_FILE, compose, project_root, render, write_params
+    from movinet.config import PARAMS_FILE, compose, project_root, write_params
 
     try:
         if args.check:
+            import yaml
+
             path = project_root() / PARAMS_FILE
-            expected = render(compose(args.overrides))
-            if not path.is_file() or path.read_text() != expected:
+            # Compare values, not text: `dvc exp run` (Hydra mode) writes the same values its own way.
+            if not path.is_file() or yaml.safe_load(path.read_text()) != compose(args.overrides):
                 print(f"error: {path} differs from conf/ (run `movinet params`)", file=sys.stderr)
                 return 1
             print(f"{path} matches conf/")

@@ -80,25 +80,38 @@ class _Segment:
     length: int
 
 
-def _render(cfg: DemoConfig, rng: np.random.Generator, segments: list[_Segment]) -> np.ndarray:
+@dataclass(frozen=True)
+class _Looks:
+    """Small shared pools of backgrounds and object textures: every look appears with every class,
+    so a model cannot tell the class from what a video looks like, only from how it moves."""
+
+    backgrounds: list[np.ndarray]
+    objects: list[np.ndarray]
+
+    @classmethod
+    def make(cls, cfg: DemoConfig) -> "_Looks":
+        rng = np.random.default_rng([cfg.seed, 10_000])
+        backgrounds = [_texture(rng, cfg.height, cfg.width, int(rng.integers(3, 8)),
+                                float(rng.uniform(0.2, 0.45))) for _ in range(8)]
+        return cls(backgrounds, [_object_texture(rng) for _ in range(6)])
+
+
+def _render(cfg: DemoConfig, rng: np.random.Generator, segments: list[_Segment], looks: _Looks) -> np.ndarray:
     h, w = cfg.height, cfg.width
-    background = _texture(rng, h, w, int(rng.integers(3, 8)), float(rng.uniform(0.5, 1.0)))
-    tex = _object_texture(rng)
-    distractors = [(_object_texture(rng, 16), rng.uniform(0, w), rng.uniform(0, h), rng.uniform(8, 16))
-                   for _ in range(int(rng.integers(1, 4)))]
+    background = looks.backgrounds[int(rng.integers(len(looks.backgrounds)))]
+    if rng.random() < 0.5:
+        background = background[::-1, ::-1]
+    tex = looks.objects[int(rng.integers(len(looks.objects)))]
+    distractors = [(_object_texture(rng, 16), rng.uniform(0, w), rng.uniform(0, h), rng.uniform(8, 12))
+                   for _ in range(int(rng.integers(1, 3)))]
     cx, cy = rng.uniform(0, w), rng.uniform(0, h)
-    angle, size = rng.uniform(0, 2 * math.pi), rng.uniform(20, 32)
+    angle, size = rng.uniform(0, 2 * math.pi), rng.uniform(26, 36)
     frames = []
     for seg in segments:
-        speed = rng.uniform(0.8, 2.0)  # pixels per frame (positions wrap around the frame)
-        spin = math.radians(rng.uniform(3.0, 7.0))
-        # Size changes between 14 and 40 px over the segment, at least 1 % per frame.
-        if seg.label == "grow":
-            size = min(size, 24.0)
-            rate = max(1.01, (40.0 / size) ** (1 / seg.length))
-        elif seg.label == "shrink":
-            size = max(size, 30.0)
-            rate = min(0.99, (14.0 / size) ** (1 / seg.length))
+        # Motion per source frame is large enough to be seen a few pixels apart at 1/4 resolution.
+        speed = rng.uniform(2.0, 4.0)  # pixels per frame (positions wrap around the frame)
+        spin = math.radians(rng.uniform(6.0, 12.0))
+        rate = rng.uniform(1.03, 1.06)  # size change per frame; sizes cycle within 16..48 px
         for _ in range(seg.length):
             if seg.label == "move_left":
                 cx -= speed
@@ -112,8 +125,10 @@ def _render(cfg: DemoConfig, rng: np.random.Generator, segments: list[_Segment])
                 angle += spin
             elif seg.label == "rotate_ccw":
                 angle -= spin
-            elif seg.label in ("grow", "shrink"):
-                size = float(np.clip(size * rate, 10.0, 48.0))
+            elif seg.label == "grow":
+                size = size * rate if size * rate <= 48.0 else 16.0  # sawtooth: grow, snap back
+            elif seg.label == "shrink":
+                size = size / rate if size / rate >= 16.0 else 48.0
             frame = background.copy()
             for dtex, dx, dy, dsize in distractors:
                 _paste(frame, dtex, dx + rng.normal(0, 0.6), dy + rng.normal(0, 0.6), 0.0, dsize)
@@ -121,7 +136,7 @@ def _render(cfg: DemoConfig, rng: np.random.Generator, segments: list[_Segment])
             _paste(frame, tex, cx + jitter[0], cy + jitter[1], angle, size)
             frames.append(frame)
     video = np.stack(frames)
-    video += rng.normal(0, 0.015, video.shape)  # sensor noise
+    video += rng.normal(0, 0.01, video.shape)  # sensor noise
     return (video.clip(0, 1) * 255).astype(np.uint8)
 
 
@@ -147,10 +162,10 @@ def write_video(path: Path, frames: np.ndarray, fps: int, codec: str) -> None:
 
 def _plan(rng: np.random.Generator, cfg: DemoConfig, i: int) -> tuple[str, list[_Segment]]:
     """The labelling style and segments of video ``i``; every class gets whole-video examples."""
-    style = ("whole", "whole", "ranges", "sparse")[i % 4]
+    style = ("whole", "ranges", "sparse", "ranges")[i % 4]
     length = int(rng.integers(cfg.min_frames, cfg.max_frames + 1))
     if style == "whole":
-        return style, [_Segment(CLASSES[(i // 4 * 2 + i % 4) % len(CLASSES)], length)]
+        return style, [_Segment(CLASSES[(i // 4) % len(CLASSES)], length)]
     parts = int(rng.integers(2, 4))
     labels = list(rng.choice(CLASSES, size=parts, replace=False))
     gaps = [int(rng.integers(8, 30)) if style == "ranges" and rng.random() < 0.6 else 0 for _ in labels]
@@ -170,13 +185,14 @@ def make_demo_data(out_dir: str | Path, cfg: DemoConfig = DemoConfig()) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "videos").mkdir(parents=True)
     rows: list[dict] = []
+    looks = _Looks.make(cfg)
     for i in range(cfg.videos):
         rng = np.random.default_rng([cfg.seed, i])
         style, segments = _plan(rng, cfg, i)
         ext, codec = CONTAINERS[i % len(CONTAINERS)]
         fps = int(FPS_CHOICES[int(rng.integers(len(FPS_CHOICES)))])
         name = f"demo_{i:03d}.{ext}"
-        frames = _render(cfg, rng, segments)
+        frames = _render(cfg, rng, segments, looks)
         write_video(tmp / "videos" / name, frames, fps, codec)
         rows += _label_rows(name, style, segments, fps, rng)
     with open(tmp / "labels.csv", "w", newline="") as f:

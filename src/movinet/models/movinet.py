@@ -64,6 +64,13 @@ class MoViNet(nn.Module):
     def num_classes(self) -> int:
         return self.classifier.logits.out_features
 
+    def set_bn_momentum(self, momentum: float) -> None:
+        """BN running-statistics momentum (PyTorch convention). The default 0.01 is TF's 0.99 for
+        long training; short fine-tuning runs need faster statistics (e.g. 0.1) or eval drifts."""
+        for module in self.modules():
+            if isinstance(module, nn.BatchNorm3d):
+                module.momentum = momentum
+
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the last layer (new head for fine-tuning on the user's classes)."""
         old = self.classifier.logits

@@ -1,0 +1,1 @@
+"""Tracking: the MLflow store, run metadata, sweep parent runs, and logged models."""

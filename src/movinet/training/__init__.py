@@ -1,0 +1,1 @@
+"""Training: the LightningModule, optimizers, the training run and test evaluation."""

@@ -1,0 +1,111 @@
+"""Test-split evaluation of a trained model: metrics JSON and DVC plot data, logged to its run.
+
+Writes ``metrics/<name>.json`` (``test_acc``, ``test_top5`` with 5+ classes, ``test_macro_f1``,
+clip counts), ``plots/<name>/confusion.csv`` (one row per test clip: actual, predicted; DVC's
+confusion template) and ``plots/<name>/per_class.csv`` (precision, recall, support per class).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import torch
+from torchmetrics.functional.classification import (
+    multiclass_accuracy,
+    multiclass_confusion_matrix,
+    multiclass_f1_score,
+    multiclass_precision,
+    multiclass_recall,
+)
+
+from movinet.models import build, load_pretrained, optimize_for_inference
+from movinet.models.weights import read_checkpoint
+from movinet.training.run import RUN_FILE, datamodule
+
+
+def predict_split(model_dir: Path, cfg: dict, root: Path, split: str = "test") -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Logits and labels of every clip of ``split`` (the fixed, evenly spaced evaluation clips)."""
+    payload, _ = read_checkpoint(model_dir / "model.pt")
+    model = build(payload["arch"], payload["variant"], payload["num_classes"])
+    load_pretrained(model, payload)
+    fast = optimize_for_inference(model)
+    data = datamodule(cfg, root)
+    data.setup()
+    if data.classes != payload["class_names"]:
+        raise ValueError(f"{model_dir}: the model's classes {payload['class_names']} differ from the "
+                         f"data's {data.classes}")
+    loader = {"test": data.test_dataloader, "val": data.val_dataloader}[split]()
+    logits, labels = [], []
+    with torch.inference_mode():
+        for x, y in loader:
+            logits.append(fast(x))
+            labels.append(y)
+    if not labels:
+        raise ValueError(f"the {split} split has no clips")
+    return torch.cat(logits), torch.cat(labels), data.classes
+
+
+def metrics_of(logits: torch.Tensor, labels: torch.Tensor, classes: list[str], prefix: str = "test") -> dict:
+    n = len(classes)
+    out = {
+        f"{prefix}_acc": multiclass_accuracy(logits, labels, n, average="micro").item(),
+        f"{prefix}_macro_f1": multiclass_f1_score(logits, labels, n, average="macro").item(),
+        f"{prefix}_clips": int(len(labels)),
+    }
+    if n >= 5:
+        out[f"{prefix}_top5"] = multiclass_accuracy(logits, labels, n, top_k=5, average="micro").item()
+    return out
+
+
+def per_class_table(logits: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> list[dict]:
+    n = len(classes)
+    precision = multiclass_precision(logits, labels, n, average=None)
+    recall = multiclass_recall(logits, labels, n, average=None)
+    support = torch.bincount(labels, minlength=n)
+    return [{"class": c, "precision": round(float(p), 4), "recall": round(float(r), 4), "support": int(s)}
+            for c, p, r, s in zip(classes, precision, recall, support)]
+
+
+def evaluate(model_dir: Path, name: str, root: Path, metrics_dir: Path, plots_dir: Path) -> dict:
+    import yaml
+
+    cfg = yaml.safe_load((model_dir / "config.yaml").read_text())
+    logits, labels, classes = predict_split(model_dir, cfg, root)
+    metrics = metrics_of(logits, labels, classes)
+    table = per_class_table(logits, labels, classes)
+    predicted = logits.argmax(1)
+
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    _write_atomic(metrics_dir / f"{name}.json", json.dumps(metrics, indent=1))
+    folder = plots_dir / name
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = "actual,predicted\n" + "".join(f"{classes[a]},{classes[p]}\n" for a, p in zip(labels.tolist(), predicted.tolist()))
+    _write_atomic(folder / "confusion.csv", rows)
+    with open(folder / ".per_class.csv.tmp", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(table[0]))
+        writer.writeheader()
+        writer.writerows(table)
+    os.replace(folder / ".per_class.csv.tmp", folder / "per_class.csv")
+
+    record = model_dir / RUN_FILE
+    if record.is_file():
+        from mlflow.tracking import MlflowClient
+
+        from movinet.tracking.runs import log_evaluation
+        from movinet.tracking.store import tracking_uri
+
+        run_id = json.loads(record.read_text())["mlflow_run_id"]
+        client = MlflowClient(tracking_uri(cfg["mlflow"]["tracking_uri"], root))
+        matrix = multiclass_confusion_matrix(logits, labels, len(classes)).tolist()
+        log_evaluation(client, run_id, {k: v for k, v in metrics.items() if not k.endswith("clips")},
+                       matrix, classes, table)
+    return metrics
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

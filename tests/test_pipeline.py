@@ -1,0 +1,181 @@
+"""The experimentation loop through its real parts: dvc repro, Hydra multirun, MLflow (SQLite store),
+resume from last.ckpt, continuing from a registered MLflow model. Tiny sizes throughout."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [
+    "data.generate.videos=16", "data.generate.min_frames=30", "data.generate.max_frames=50",
+    "data.generate.width=64", "data.generate.height=48", "data.extract.size=32", "data.extract.fps=10",
+    "data.crop_size=32", "data.num_frames=4", "data.frame_stride=1", "data.batch_size=4",
+    "data.eval_clips_per_video=2", "train.steps=4", "train.eval_interval=2", "optim.warmup_steps=1",
+]
+ENV = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+ENV["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+
+pytestmark = pytest.mark.slow
+
+
+def sh(*cmd, cwd, timeout=600, check=True):
+    done = subprocess.run(list(cmd), cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}")
+    return done
+
+
+def ran_stages(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([\w@-]+)'", output))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = tmp_path_factory.mktemp("project")
+    for name in ("conf", "pipelines", "src"):
+        shutil.copytree(ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copy(ROOT / "dvc.yaml", root / "dvc.yaml")
+    sh("git", "init", "-q", cwd=root)
+    sh("git", "config", "user.email", "t@example.com", cwd=root)
+    sh("git", "config", "user.name", "test", cwd=root)
+    sh("dvc", "init", "-q", cwd=root)
+    sh("dvc", "config", "core.analytics", "false", cwd=root)
+    sh(sys.executable, "-m", "movinet.cli", "params", *TINY, cwd=root)
+    sh("git", "add", "-A", cwd=root)
+    sh("git", "commit", "-qm", "tiny project", cwd=root)
+    return root
+
+
+def mlflow_client(root: Path):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+
+
+def runs_named(root: Path, name: str):
+    client = mlflow_client(root)
+    experiment = client.get_experiment_by_name("movinet")
+    return client.search_runs([experiment.experiment_id], filter_string=f"attributes.run_name = '{name}'")
+
+
+def test_dvc_repro_end_to_end_then_nothing_to_do(project):
+    first = sh("dvc", "repro", cwd=project)
+    assert ran_stages(first.stdout) == {"demo_data", "extract_frames", "ingest_labels", "train", "evaluate",
+                                        "train_baseline", "evaluate_baseline"}
+    for name in ("video", "baseline"):
+        metrics = json.loads((project / "metrics" / f"{name}.json").read_text())
+        assert {"test_acc", "test_top5", "test_macro_f1"} <= set(metrics)
+        assert 0.0 <= metrics["test_acc"] <= 1.0
+        assert (project / "plots" / name / "confusion.csv").read_text().startswith("actual,predicted\n")
+    shown = json.loads(sh("dvc", "metrics", "show", "--json", cwd=project).stdout)
+    files = next(iter(shown.values()))["data"]
+    assert {"metrics/video.json", "metrics/baseline.json"} <= set(files)
+
+    (run,) = runs_named(project, "video")
+    assert run.info.status == "FINISHED"
+    assert run.data.params["data.num_frames"] == "4" and "dataset.fingerprint" in run.data.tags
+    assert "test_acc" in run.data.metrics and "best_val_acc" in run.data.metrics
+    client = mlflow_client(project)
+    history = client.get_metric_history(run.info.run_id, "train_loss")
+    assert len(history) >= 2  # a curve, per step
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
+    assert "evaluation/test_confusion_matrix.png" in artifacts and "evaluation/test_per_class.csv" in artifacts
+    (baseline,) = runs_named(project, "baseline")
+    assert baseline.data.params["model.frames"] == "1"
+
+    second = sh("dvc", "repro", cwd=project)
+    assert ran_stages(second.stdout) == set()
+    assert "Data and pipelines are up to date" in second.stdout
+
+
+def test_changing_frame_stride_reruns_only_what_uses_it(project):
+    sh(sys.executable, "-m", "movinet.cli", "params", *TINY, "data.frame_stride=2", cwd=project)
+    try:
+        done = sh("dvc", "repro", cwd=project)
+        assert ran_stages(done.stdout) == {"train", "evaluate"}
+    finally:
+        sh(sys.executable, "-m", "movinet.cli", "params", *TINY, cwd=project)
+
+
+def test_multirun_is_one_parent_with_child_runs(project):
+    sh("dvc", "repro", "ingest_labels", cwd=project)
+    sh(sys.executable, "pipelines/train.py", "-m", "data.num_frames=2,4", "train.steps=2",
+       "train.eval_interval=1", "train.name=grid", cwd=project)
+    client = mlflow_client(project)
+    experiment = client.get_experiment_by_name("movinet")
+    parents = client.search_runs([experiment.experiment_id], filter_string="tags.`movinet.sweep` = 'parent'")
+    assert len(parents) == 1
+    parent = parents[0]
+    children = client.search_runs([experiment.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert sorted(c.data.params["data.num_frames"] for c in children) == ["2", "4"]
+    assert parent.data.metrics["jobs"] == 2 and parent.data.tags["best_run_id"] in {c.info.run_id for c in children}
+    assert "sweep_summary.csv" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+
+
+def test_interrupted_run_resumes_into_the_same_mlflow_run(project):
+    sh("dvc", "repro", "ingest_labels", cwd=project)
+    cmd = [sys.executable, "pipelines/train.py", "train.steps=400", "train.eval_interval=2", "train.name=resume"]
+    out = project / "models" / "resume"
+    proc = subprocess.Popen(cmd, cwd=project, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (out / "checkpoints" / "last.ckpt").is_file():
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = json.loads((out / "run.json").read_text())
+    assert first["finished"] is False
+    sh(*cmd[:2], "train.steps=8", *cmd[3:], cwd=project, check=False)  # another config: starts over
+    restarted = json.loads((out / "run.json").read_text())
+    assert restarted["mlflow_run_id"] != first["mlflow_run_id"]
+
+    proc = subprocess.Popen(cmd, cwd=project, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while time.time() < deadline and not (out / "checkpoints" / "last.ckpt").is_file():
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    interrupted = json.loads((out / "run.json").read_text())
+    sh(*cmd[:2], "train.steps=400", *cmd[3:], cwd=project)
+    done = json.loads((out / "run.json").read_text())
+    assert done["finished"] is True and done["mlflow_run_id"] == interrupted["mlflow_run_id"]
+    run = mlflow_client(project).get_run(done["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    steps = [m.step for m in mlflow_client(project).get_metric_history(run.info.run_id, "train_loss")]
+    assert max(steps) >= 390
+
+
+def test_continue_from_registered_mlflow_model(project):
+    sh("dvc", "repro", "ingest_labels", cwd=project)
+    sh(sys.executable, "pipelines/train.py", "train.name=donor", cwd=project)
+    client = mlflow_client(project)
+    (donor,) = runs_named(project, "donor")
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    version = mlflow.register_model(f"runs:/{donor.info.run_id}/model", "tiny")
+    client.set_registered_model_alias("tiny", "champion", version.version)
+
+    sh(sys.executable, "pipelines/train.py", "train.name=continued", "train.init=models:/tiny@champion",
+       cwd=project)
+    (continued,) = runs_named(project, "continued")
+    assert continued.data.tags["movinet.init"] == "continued from models:/tiny@champion"
+
+    refused = sh(sys.executable, "pipelines/train.py", "train.name=wrong", "model=a1",
+                 "train.init=models:/tiny@champion", cwd=project, check=False)
+    assert refused.returncode != 0
+    assert "is a MoViNet-A0 base model; this run builds MoViNet-A1 base" in refused.stderr
+    cfg = yaml.safe_load((project / "models" / "continued" / "config.yaml").read_text())
+    assert cfg["train"]["init"] == "models:/tiny@champion"
