@@ -114,7 +114,8 @@ def test_multirun_is_one_parent_with_child_runs(project):
        "train.eval_interval=1", "train.name=grid", cwd=project)
     client = mlflow_client(project)
     experiment = client.get_experiment_by_name("movinet")
-    parents = client.search_runs([experiment.experiment_id], filter_string="tags.`movinet.sweep` = 'parent'")
+    parents = client.search_runs([experiment.experiment_id], filter_string="tags.`movinet.sweep` = 'parent' "
+                                 "and attributes.run_name = 'sweep-grid'")
     assert len(parents) == 1
     parent = parents[0]
     children = client.search_runs([experiment.experiment_id],
@@ -179,3 +180,19 @@ def test_continue_from_registered_mlflow_model(project):
     assert "is a MoViNet-A0 base model; this run builds MoViNet-A1 base" in refused.stderr
     cfg = yaml.safe_load((project / "models" / "continued" / "config.yaml").read_text())
     assert cfg["train"]["init"] == "models:/tiny@champion"
+
+
+def test_optuna_sweep_returns_the_monitored_metric(project):
+    sh("dvc", "repro", "ingest_labels", cwd=project)
+    done = sh(sys.executable, "pipelines/train.py", "-m", "+sweep=optuna", "hydra.sweeper.n_trials=2",
+              "hydra.sweeper.params.data.num_frames=choice(2,4)", "hydra.sweeper.params.data.batch_size=choice(4)",
+              "train.steps=2", "train.eval_interval=1", "train.name=optuna", cwd=project)
+    assert "Best value" in done.stdout + done.stderr
+    client = mlflow_client(project)
+    experiment = client.get_experiment_by_name("movinet")
+    parent = next(r for r in client.search_runs([experiment.experiment_id], filter_string="tags.`movinet.sweep` = 'parent'")
+                  if r.info.run_name == "sweep-optuna")
+    children = client.search_runs([experiment.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert len(children) == 2 and all("best_val_acc" in c.data.metrics for c in children)
+    assert parent.data.metrics["best_val_acc"] == max(c.data.metrics["best_val_acc"] for c in children)

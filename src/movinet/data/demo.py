@@ -53,7 +53,7 @@ def _object_texture(rng: np.random.Generator, size: int = 32) -> np.ndarray:
     tex = _texture(rng, size, size, 3, 1.6).clip(0, 1)
     stripes = (np.arange(size) // max(2, size // 6)) % 2
     tex[stripes.astype(bool)] *= 0.35
-    tex[: size // 3, : size // 3] = rng.random(3) * 0.3 + 0.7 * np.eye(3)[rng.integers(3)]
+    tex[: size // 2, : size // 3] = rng.random(3) * 0.3 + 0.7 * np.eye(3)[rng.integers(3)]
     return tex
 
 
@@ -110,7 +110,9 @@ def _render(cfg: DemoConfig, rng: np.random.Generator, segments: list[_Segment],
     for seg in segments:
         # Motion per source frame is large enough to be seen a few pixels apart at 1/4 resolution.
         speed = rng.uniform(2.0, 4.0)  # pixels per frame (positions wrap around the frame)
-        spin = math.radians(rng.uniform(6.0, 12.0))
+        # Under ~30 degrees between sampled frames, so clockwise never looks like counter-clockwise
+        # (the stripes repeat every 180 degrees; the marked corner tells the rest).
+        spin = math.radians(rng.uniform(3.5, 7.0))
         rate = rng.uniform(1.03, 1.06)  # size change per frame; sizes cycle within 16..48 px
         for _ in range(seg.length):
             if seg.label == "move_left":
