@@ -142,13 +142,16 @@ def test_interrupted_run_resumes_into_the_same_mlflow_run(project):
     restarted = json.loads((out / "run.json").read_text())
     assert restarted["mlflow_run_id"] != first["mlflow_run_id"]
 
+    started = time.time()
     proc = subprocess.Popen(cmd, cwd=project, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    while time.time() < deadline and not (out / "checkpoints" / "last.ckpt").is_file():
+    last = out / "checkpoints" / "last.ckpt"
+    while time.time() < deadline and not (last.is_file() and last.stat().st_mtime > started):
         time.sleep(0.2)
     time.sleep(1.0)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     interrupted = json.loads((out / "run.json").read_text())
+    assert interrupted["finished"] is False and interrupted["mlflow_run_id"] != restarted["mlflow_run_id"]
     sh(*cmd[:2], "train.steps=400", *cmd[3:], cwd=project)
     done = json.loads((out / "run.json").read_text())
     assert done["finished"] is True and done["mlflow_run_id"] == interrupted["mlflow_run_id"]
@@ -185,7 +188,7 @@ def test_continue_from_registered_mlflow_model(project):
 def test_optuna_sweep_returns_the_monitored_metric(project):
     sh("dvc", "repro", "ingest_labels", cwd=project)
     done = sh(sys.executable, "pipelines/train.py", "-m", "+sweep=optuna", "hydra.sweeper.n_trials=2",
-              "hydra.sweeper.params.data.num_frames=choice(2,4)", "hydra.sweeper.params.data.batch_size=choice(4)",
+              "data.num_frames=choice(2,4)", "data.batch_size=choice(4)",
               "train.steps=2", "train.eval_interval=1", "train.name=optuna", cwd=project)
     assert "Best value" in done.stdout + done.stderr
     client = mlflow_client(project)

@@ -38,7 +38,8 @@ class MLflowSweepCallback(Callback):
         tags["movinet.sweep"] = "parent"
         run = with_retry(lambda: self.client.create_run(experiment, run_name=f"sweep-{config.train.name}", tags=tags))
         self.parent_id = run.info.run_id
-        sweep = OmegaConf.to_container(config.hydra.sweeper.get("params") or {}, resolve=False)
+        sweep_params = config.hydra.sweeper.get("params")
+        sweep = OmegaConf.to_container(sweep_params, resolve=False) if sweep_params is not None else {}
         overrides = list(config.hydra.overrides.task)
         params = {f"sweep.{k}": str(v) for k, v in sweep.items()}
         params["sweep.overrides"] = " ".join(overrides)[:6000]
