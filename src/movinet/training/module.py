@@ -1,4 +1,8 @@
-"""The LightningModule: a MoViNet classifier with torchmetrics for every split."""
+"""The LightningModule: a MoViNet classifier with torchmetrics for every split.
+
+Per-class precision/recall and the confusion matrix are computed on the test split by
+``movinet.training.evaluate`` (one pass, written for DVC and MLflow alike).
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torchmetrics import MetricCollection
-from torchmetrics.classification import (
-    MulticlassAccuracy,
-    MulticlassConfusionMatrix,
-    MulticlassF1Score,
-    MulticlassPrecision,
-    MulticlassRecall,
-)
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from movinet.models import MoViNet, build
 from movinet.training.optim import build_optimizer, trainable_parameters, warmup_cosine
@@ -42,11 +40,6 @@ class VideoClassifier(L.LightningModule):
         self.model.set_bn_momentum(bn_momentum)
         # ModuleDict keys must not shadow Module attributes ("train"): prefix them.
         self.metrics = torch.nn.ModuleDict({f"m_{s}": split_metrics(n) for s in ("train", "val", "test")})
-        self.per_class = torch.nn.ModuleDict({
-            "precision": MulticlassPrecision(n, average=None),
-            "recall": MulticlassRecall(n, average=None),
-        })
-        self.confusion = MulticlassConfusionMatrix(n)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -66,10 +59,6 @@ class VideoClassifier(L.LightningModule):
         logits = self.model(x)
         self.log(f"{split}_loss", F.cross_entropy(logits, y), on_epoch=True, batch_size=len(y))
         self.metrics[f"m_{split}"].update(logits, y)
-        if split == "test":
-            self.confusion.update(logits, y)
-            for metric in self.per_class.values():
-                metric.update(logits, y)
 
     def validation_step(self, batch, _idx):
         self._eval_step(batch, "val")
