@@ -108,3 +108,35 @@ def test_datasets_from_the_cache(pipeline_dirs):
     a, _ = module.datasets["val"][0]
     b, _ = module.datasets["val"][0]
     assert torch.equal(a, b)  # evaluation is deterministic
+
+
+def test_flip_only_where_the_class_allows_it(pipeline_dirs):
+    root, _ = pipeline_dirs
+    params = ClipParams(num_frames=2, frame_stride=1, discard_threshold=0.5)
+    clips, classes = build_clips(root / "frames", root / "labels", "train", params, train_hop=50)
+    clip = clips[0]
+    frames = torch.rand(3, 2, 24, 24)
+
+    class Fixed(ClipDataset):
+        def read_clip(self, _clip):
+            return (frames.permute(1, 2, 3, 0) * 255).to(torch.uint8)
+
+    expected = (frames * 255).to(torch.uint8).float() / 255
+
+    def outcomes(augment):
+        seen = set()
+        for _ in range(20):
+            x, _ = Fixed(root / "frames", [clip], classes, params, augment, train=True)[0]
+            if torch.allclose(x, expected):
+                seen.add("kept")
+            elif torch.allclose(x, expected.flip(-1)):
+                seen.add("flipped")
+            else:
+                raise AssertionError("the full-frame crop changed the clip")
+        return seen
+
+    torch.manual_seed(0)
+    full = Augment(crop_size=24, scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=True)
+    assert outcomes(full) == {"kept", "flipped"}
+    blocked = Augment(crop_size=24, scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=True, no_flip=(clip.label,))
+    assert outcomes(blocked) == {"kept"}

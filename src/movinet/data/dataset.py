@@ -2,8 +2,8 @@
 
 A sample is ``(clip, label)``: ``clip`` is float ``(C, T, H, W)`` in [0, 1], ``label`` the class
 index. Frames come from the memory-mapped cache arrays, so reading a clip is an index, not a decode.
-Training: random resized crop (one box for the whole clip) and, only where the classes allow it,
-horizontal flip (left/right motion classes must not be flipped). Evaluation: deterministic resize
+Training: random resized crop (one box for the whole clip) and, only where the class allows it,
+horizontal flip (``no_flip`` lists the classes a mirror image would change, e.g. left/right motion). Evaluation: deterministic resize
 of the short side and center crop.
 """
 
@@ -30,6 +30,7 @@ class Augment:
     scale: tuple[float, float] = (0.4, 1.0)  # area of the crop box over the frame
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
     hflip: bool = False
+    no_flip: tuple[str, ...] = ()  # classes a mirror image would turn into another (move_left...)
 
 
 def random_resized_crop(clip: torch.Tensor, size: int, scale, ratio, rng: random.Random) -> torch.Tensor:
@@ -106,7 +107,7 @@ class ClipDataset(Dataset):
             # and advancing every call, so each epoch sees new crops.
             rng = random.Random(int(torch.randint(0, 2**62, ())))
             x = random_resized_crop(x, self.augment.crop_size, self.augment.scale, self.augment.ratio, rng)
-            if self.augment.hflip and rng.random() < 0.5:
+            if self.augment.hflip and clip.label not in self.augment.no_flip and rng.random() < 0.5:
                 x = x.flip(-1)
         else:
             x = center_crop(x, self.augment.crop_size)

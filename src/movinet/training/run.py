@@ -45,7 +45,8 @@ def datamodule(cfg: dict, root: Path | None = None) -> ClipDataModule:
     data = cfg["data"]
     return ClipDataModule(
         resolve_path(data["frames_dir"], root), resolve_path(data["labels_dir"], root), clip_params(cfg),
-        Augment(crop_size=data["crop_size"], scale=tuple(data["crop_scale"]), hflip=data["hflip"]),
+        Augment(crop_size=data["crop_size"], scale=tuple(data["crop_scale"]), hflip=data["hflip"],
+                no_flip=tuple(data["no_flip_classes"])),
         batch_size=data["batch_size"], num_workers=data["num_workers"],
         train_sampling=data["train_sampling"], train_hop=data["train_hop"],
         eval_clips_per_video=data["eval_clips_per_video"],
