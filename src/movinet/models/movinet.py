@@ -89,10 +89,7 @@ class MoViNet(nn.Module):
     ) -> State:
         """Zero stream state for clips of ``image_size`` (default: the model's own resolution)."""
         if not self.causal:
-            raise ValueError(
-                f"MoViNet-{self.spec.arch.upper()} base is not causal and cannot stream; "
-                "build it with variant='stream'"
-            )
+            raise self._cannot_stream()
         size = image_size if image_size is not None else self.spec.resolution
         h, w = (size, size) if isinstance(size, int) else size
         h, w = same_output_size(h, 2), same_output_size(w, 2)  # after the stem
@@ -115,8 +112,12 @@ class MoViNet(nn.Module):
                 return self._run(x, None)[0]
             return self._run(x, self.init_state(x.shape[0], tuple(x.shape[-2:]), x.device, x.dtype))[0]
         if not self.causal:
-            self.init_state(0)  # raises the explanation
+            raise self._cannot_stream()
         return self._run(x, state)
+
+    def _cannot_stream(self) -> ValueError:
+        return ValueError(f"MoViNet-{self.spec.arch.upper()} base is not causal and cannot stream; "
+                          "build it with variant='stream'")
 
     def _run(self, x: Tensor, state: State | None) -> tuple[Tensor, State]:
         new_state: State = {}
