@@ -133,6 +133,40 @@ def _params(args: argparse.Namespace) -> int:
     return 0
 
 
+def _registry_client():
+    from mlflow.tracking import MlflowClient
+
+    from movinet.tracking.store import tracking_uri
+
+    return MlflowClient(tracking_uri())
+
+
+def _promote(args: argparse.Namespace) -> int:
+    from movinet.tracking.registry import promote
+
+    try:
+        result = promote(_registry_client(), args.name, args.version, args.metric, args.force)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(result.message)
+    return 0 if result.promoted else 1
+
+
+def _models(args: argparse.Namespace) -> int:
+    from movinet.tracking.registry import describe
+
+    client = _registry_client()
+    names = [args.name] if args.name else [m.name for m in client.search_registered_models()]
+    for name in names:
+        print(name)
+        for row in describe(client, name):
+            metrics = " ".join(f"{k}={v}" for k, v in row.items() if k.startswith("test_"))
+            aliases = f" @{row['aliases']}" if row["aliases"] else ""
+            print(f"  v{row['version']}{aliases} {metrics} {row['promotion']}".rstrip())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="movinet", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -174,6 +208,19 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--seed", type=int, default=0, help="seed of the video split shown")
     check.add_argument("--strict", action="store_true", help="also fail on unreadable videos")
     check.set_defaults(func=_labels_check)
+
+    promote = commands.add_parser(
+        "promote", help="move the champion alias to a version if it beats the champion (exit 1: rejected)"
+    )
+    promote.add_argument("name", help="registered model name")
+    promote.add_argument("--version", help="default: the latest version")
+    promote.add_argument("--metric", default="test_acc", help="version tag compared, higher is better")
+    promote.add_argument("--force", action="store_true", help="promote even if not better")
+    promote.set_defaults(func=_promote)
+
+    models = commands.add_parser("models", help="registered models: versions, aliases, test metrics")
+    models.add_argument("name", nargs="?")
+    models.set_defaults(func=_models)
 
     export = commands.add_parser("export", help="export a model for deployment")
     export_cmd = export.add_subparsers(dest="export_command", required=True)

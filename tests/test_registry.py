@@ -1,0 +1,66 @@
+"""Promotion in a real MLflow registry (SQLite store): rejected when worse, accepted when better,
+forced on request; every decision recorded on the version."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+
+@pytest.fixture
+def registry(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("reg", artifact_location=(tmp_path / "art").as_uri())
+    client.create_registered_model("m")
+    for acc in ("0.80", "0.70", "0.90"):
+        run = client.create_run(experiment)
+        version = client.create_model_version("m", (tmp_path / "art" / run.info.run_id).as_uri(), run.info.run_id)
+        client.set_model_version_tag("m", version.version, "test_acc", acc)
+    return uri, client
+
+
+def cli(uri, *args):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    return subprocess.run([sys.executable, "-m", "movinet.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=120)
+
+
+def champion(client):
+    return str(client.get_model_version_by_alias("m", "champion").version)
+
+
+def test_promote_first_worse_better_forced(registry):
+    uri, client = registry
+    first = cli(uri, "promote", "m", "--version", "1")
+    assert first.returncode == 0 and "m v1 promoted: first champion (test_acc 0.8000)" in first.stdout
+    assert champion(client) == "1"
+
+    worse = cli(uri, "promote", "m", "--version", "2")
+    assert worse.returncode == 1
+    assert "m v2 rejected: test_acc 0.7000 is not better than 0.8000 of v1" in worse.stdout
+    assert champion(client) == "1"
+    assert client.get_model_version("m", "2").tags["promotion"].startswith("rejected")
+
+    better = cli(uri, "promote", "m")  # the latest version, v3
+    assert better.returncode == 0 and "m v3 promoted: test_acc 0.9000 > 0.8000 of v1" in better.stdout
+    assert champion(client) == "3"
+
+    forced = cli(uri, "promote", "m", "--version", "2", "--force")
+    assert forced.returncode == 0 and "forced over v3" in forced.stdout
+    assert champion(client) == "2"
+
+    listing = cli(uri, "models", "m")
+    assert listing.returncode == 0
+    lines = listing.stdout.splitlines()
+    assert lines[0] == "m" and lines[2].startswith("  v2 @champion test_acc=0.70 promoted: forced")
+
+
+def test_promote_errors_are_clear(registry):
+    uri, _ = registry
+    missing = cli(uri, "promote", "nosuch")
+    assert missing.returncode == 2 and "no registered model named 'nosuch'" in missing.stderr
+    bad = cli(uri, "promote", "m", "--version", "9")
+    assert bad.returncode == 2 and "m has no version 9 (versions: 1, 2, 3)" in bad.stderr
