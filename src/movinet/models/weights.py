@@ -205,6 +205,17 @@ def read_checkpoint(source: str | os.PathLike | Mapping) -> tuple[dict, str]:
         raise ValueError(f"{path} is not a readable weights file: {exc}") from exc
 
 
+def load_checkpoint(source: str | os.PathLike | Mapping) -> tuple[MoViNet, dict]:
+    """Build the model our checkpoint describes and load it; returns ``(model, checkpoint)``."""
+    from movinet.models import build
+
+    payload, name = read_checkpoint(source)
+    if payload.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{name} is not a movinet checkpoint (it has no arch/variant/classes)")
+    model = build(payload["arch"], payload["variant"], payload["num_classes"])
+    return load_pretrained(model, payload), payload
+
+
 def load_pretrained(model: MoViNet, source: str | os.PathLike | Mapping) -> MoViNet:
     """Load the port's published weights or our checkpoint into ``model`` (in place; returned).
 

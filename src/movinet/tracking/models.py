@@ -26,12 +26,10 @@ class ClipClassifier(mlflow.pyfunc.PythonModel):
     """Input: clips ``(B, 3, T, H, W)`` float32 RGB in [0, 1]. Output: class probabilities ``(B, C)``."""
 
     def load_context(self, context) -> None:
-        from movinet.models import build, load_pretrained, optimize_for_inference
-        from movinet.models.weights import read_checkpoint
+        from movinet.models import optimize_for_inference
+        from movinet.models.weights import load_checkpoint
 
-        payload, _ = read_checkpoint(context.artifacts["checkpoint"])
-        model = build(payload["arch"], payload["variant"], payload["num_classes"])
-        load_pretrained(model, payload)
+        model, payload = load_checkpoint(context.artifacts["checkpoint"])
         self.model = optimize_for_inference(model)
         self.class_names = payload.get("class_names")
 

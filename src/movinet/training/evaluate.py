@@ -21,16 +21,14 @@ from torchmetrics.functional.classification import (
     multiclass_recall,
 )
 
-from movinet.models import build, load_pretrained, optimize_for_inference
-from movinet.models.weights import read_checkpoint
+from movinet.models import optimize_for_inference
+from movinet.models.weights import load_checkpoint
 from movinet.training.run import RUN_FILE, datamodule
 
 
 def predict_split(model_dir: Path, cfg: dict, root: Path, split: str = "test") -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """Logits and labels of every clip of ``split`` (the fixed, evenly spaced evaluation clips)."""
-    payload, _ = read_checkpoint(model_dir / "model.pt")
-    model = build(payload["arch"], payload["variant"], payload["num_classes"])
-    load_pretrained(model, payload)
+    model, payload = load_checkpoint(model_dir / "model.pt")
     fast = optimize_for_inference(model)
     data = datamodule(cfg, root)
     data.setup()

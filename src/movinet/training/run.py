@@ -76,19 +76,20 @@ def initialise(module: VideoClassifier, cfg: dict, uri: str) -> str:
                              f"MoViNet-{model.spec.arch.upper()} {model.variant} (set model={arch})")
         if payload.get("class_names") == classes:
             load_pretrained(model, payload)
-        else:  # same backbone, other classes: keep everything but the last layer
-            donor = build(arch, variant, payload["num_classes"])
-            load_pretrained(donor, payload)
-            state = {k: v for k, v in donor.state_dict().items() if not k.startswith("classifier.logits")}
-            model.load_state_dict(state, strict=False)
+        else:  # same backbone, other classes
+            _load_all_but_last_layer(model, payload, payload["num_classes"])
         return f"continued from {init}"
     if pretrained:
-        donor = build(model.spec.arch, model.variant, 600)
-        load_pretrained(donor, resolve_path(pretrained))
-        state = {k: v for k, v in donor.state_dict().items() if not k.startswith("classifier.logits")}
-        model.load_state_dict(state, strict=False)
+        _load_all_but_last_layer(model, resolve_path(pretrained), 600)
         return f"Kinetics-600 weights from {pretrained}, new {len(classes)}-class head"
     return "from scratch"
+
+
+def _load_all_but_last_layer(model, source, num_classes: int) -> None:
+    """Load weights made for ``num_classes`` outputs, keeping the model's own last layer."""
+    donor = load_pretrained(build(model.spec.arch, model.variant, num_classes), source)
+    state = {k: v for k, v in donor.state_dict().items() if not k.startswith("classifier.logits")}
+    model.load_state_dict(state, strict=False)
 
 
 def _resume_state(out: Path, cfg: dict) -> tuple[str | None, Path | None]:
