@@ -1,0 +1,146 @@
+"""A video to classify, prepared exactly as the training data was.
+
+Training reads frames from the extraction cache: decoded by decord at ``fps`` with the short side
+resized to ``size`` (decord's own resize), then center-cropped to ``crop_size`` for evaluation.
+``Preprocessing`` carries those numbers from the run's config into the served model, and
+``VideoFrames`` repeats the same steps on a file, raw bytes (an upload), or frames already decoded.
+
+Frames are decoded on demand (``clip`` for given indices, ``chunks`` for a pass in bounded
+batches), so a video of any length is classified in constant memory.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from movinet.data.dataset import center_crop
+from movinet.data.video import open_reader, probe, resample_indices, resized_shape
+
+BATCH = 32  # frames per decode call
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    fps: float | None  # frame rate of the cache (None: the source's)
+    size: int | None  # short side of the cached frames (None: as decoded)
+    crop_size: int  # the model's input (center crop)
+    num_frames: int  # frames per clip at the model's rate
+    frame_stride: int  # cached frames between a clip's frames
+    clips_per_video: int = 4  # evenly spaced clips averaged into a video's prediction
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> Preprocessing:
+        data = cfg["data"]
+        return cls(
+            fps=data["extract"]["fps"], size=data["extract"]["size"] or None, crop_size=data["crop_size"],
+            num_frames=cfg["model"].get("frames") or data["num_frames"], frame_stride=data["frame_stride"],
+            clips_per_video=data["eval_clips_per_video"],
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def span(self) -> int:
+        return (self.num_frames - 1) * self.frame_stride + 1
+
+
+class VideoFrames:
+    """One video's frames after resampling: ``len()`` of them, read as ``(3, T, crop, crop)`` floats."""
+
+    def __init__(self, source: str | os.PathLike | bytes | np.ndarray, prep: Preprocessing,
+                 name: str | None = None) -> None:
+        self.prep = prep
+        self._tmp: str | None = None
+        self._array: np.ndarray | None = None
+        if isinstance(source, np.ndarray):  # decoded frames (T, H, W, 3) uint8, already at the rate
+            if source.ndim != 4 or source.shape[-1] != 3 or len(source) == 0:
+                raise ValueError(f"decoded frames must be a non-empty (T, H, W, 3) array, got {source.shape}")
+            self.name = name or "frames"
+            self._array = source
+            self.indices = np.arange(len(source))
+            return
+        if isinstance(source, (bytes, bytearray)):
+            if not source:
+                raise ValueError(f"{name or 'upload'}: empty video")
+            fd, self._tmp = tempfile.mkstemp(suffix=".video")
+            with os.fdopen(fd, "wb") as f:
+                f.write(source)
+            path = Path(self._tmp)
+            self.name = name or "upload"
+        else:
+            path = Path(source)
+            self.name = name or str(path)
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: no such video file")
+        try:
+            info = probe(path)
+        except ValueError as exc:  # name the upload, not our temporary file
+            self.close()
+            raise ValueError(str(exc).replace(str(path), self.name)) from None
+        self.fps = float(prep.fps) if prep.fps and prep.fps < info.fps else info.fps
+        height, width = resized_shape(info.height, info.width, prep.size)
+        self._reader = open_reader(path, width=width, height=height)
+        self.indices = resample_indices(info.frames, info.fps, prep.fps)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __enter__(self) -> VideoFrames:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._tmp and os.path.exists(self._tmp):
+            os.unlink(self._tmp)
+        self._tmp = None
+
+    def _decode(self, positions: np.ndarray) -> np.ndarray:
+        if self._array is not None:
+            return np.asarray(self._array[positions])
+        try:
+            return self._reader.get_batch(self.indices[positions].tolist()).asnumpy()
+        except Exception as exc:  # decord's errors on truncated streams
+            raise ValueError(f"{self.name}: decoding failed ({str(exc).splitlines()[0][:200]})") from exc
+
+    def _prepare(self, frames: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float().div_(255.0)
+        if self._array is not None and self.prep.size:
+            x = center_crop(x, self.prep.size)  # decoded frames: bring the short side to the cache's
+        return center_crop(x, self.prep.crop_size).contiguous()
+
+    def clip(self, positions) -> torch.Tensor:
+        """Frames at the given (sorted) positions as ``(3, T, crop, crop)`` in [0, 1]."""
+        positions = np.asarray(positions, dtype=np.int64)
+        if len(positions) and (positions.min() < 0 or positions.max() >= len(self)):
+            raise IndexError(f"{self.name}: frame positions outside 0..{len(self) - 1}")
+        return self._prepare(self._decode(positions))
+
+    def chunks(self, step: int = 1, batch: int = BATCH) -> Iterator[tuple[int, torch.Tensor]]:
+        """Every ``step``-th frame, ``batch`` at a time: ``(position of the first, (3, n, crop, crop))``."""
+        positions = np.arange(0, len(self), step)
+        for i in range(0, len(positions), batch):
+            chunk = positions[i : i + batch]
+            yield int(chunk[0]), self.clip(chunk)
+
+
+def read_video_arg(value: str) -> bytes | str:
+    """A ``video`` input value of the served model: a path that exists, else base64 of the file."""
+    import base64
+    import binascii
+
+    if len(value) < 4096 and os.path.isfile(value):
+        return value
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("video must be a path to an existing file or the base64 of a video file") from None

@@ -1,0 +1,128 @@
+"""Video inference: the served path reads frames as training did, streams in constant memory, and
+its last streamed frame equals the whole video as one clip."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from movinet.data.clips import ClipParams, evenly_spaced_starts
+from movinet.data.dataset import center_crop
+from movinet.data.extract import extract_videos, load_index
+from movinet.inference.predictor import Predictor
+from movinet.inference.video_input import Preprocessing, VideoFrames
+from movinet.models import build, save_checkpoint
+
+from conftest import randomize, write_video
+
+CLASSES = ["a", "b", "c"]
+PREP = Preprocessing(fps=10, size=40, crop_size=32, num_frames=4, frame_stride=2, clips_per_video=3)
+
+
+def _video(path: Path, frames: int, seed: int = 0, fps: int = 20) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    write_video(path, rng.integers(0, 255, (frames, 48, 64, 3), dtype=np.uint8), fps, "libx264")
+    return path
+
+
+def test_video_level_prediction_reads_frames_as_the_training_cache_does(tmp_path):
+    video = _video(tmp_path / "v" / "clip.mp4", 60)
+    model = randomize(build("a0", "base", 3))
+    predictor = Predictor([model], CLASSES, PREP)
+    got = predictor.predict(video)
+
+    # The evaluation path: extraction cache at (fps, size), evenly spaced clips, center crop.
+    extract_videos(tmp_path / "v", tmp_path / "cache", fps=PREP.fps, size=PREP.size, progress=False)
+    entry = load_index(tmp_path / "cache")["videos"]["clip.mp4"]
+    frames = np.load(tmp_path / "cache" / entry["file"])
+    assert got.frames == len(frames) == 30 and got.fps == 10
+    params = ClipParams(PREP.num_frames, PREP.frame_stride)
+    clips = []
+    for start in evenly_spaced_starts(len(frames), params, PREP.clips_per_video):
+        x = torch.from_numpy(frames[params.frame_indices(start)]).permute(3, 0, 1, 2).float() / 255
+        clips.append(center_crop(x, PREP.crop_size))
+    with torch.no_grad():
+        expected = torch.softmax(model(torch.stack(clips)), 1).mean(0).numpy()
+    np.testing.assert_allclose(got.probabilities, expected, atol=1e-5)
+    assert got.label == CLASSES[int(expected.argmax())]
+    assert [name for name, _ in got.top(2)] == [CLASSES[i] for i in np.argsort(-expected)[:2]]
+
+    # The same video as an upload (bytes) gives the same answer.
+    np.testing.assert_allclose(predictor.predict(video.read_bytes()).probabilities, got.probabilities, atol=1e-6)
+
+
+def test_stream_timeline_last_frame_equals_the_whole_video_as_one_clip(tmp_path):
+    video = _video(tmp_path / "clip.mp4", 50, seed=1)
+    model = randomize(build("a0", "stream", 3), seed=3)
+    got = Predictor([model], CLASSES, PREP).predict(video, per_frame=True)
+    # One row per frame at the model's rate (every frame_stride-th cached frame).
+    assert [r["frame"] for r in got.timeline] == list(range(0, 25, 2))
+    assert got.timeline[3]["time"] == pytest.approx(0.6)
+    with VideoFrames(video, PREP) as frames:
+        whole = frames.clip(np.arange(0, len(frames), PREP.frame_stride))
+    with torch.no_grad():
+        expected = torch.softmax(model(whole[None]), 1)[0].numpy()
+    np.testing.assert_allclose(got.timeline[-1]["probabilities"], expected, atol=1e-5)
+    # A base model's timeline is sliding clips, half a clip apart, each row at its last frame.
+    base = Predictor([randomize(build("a0", "base", 3))], CLASSES, PREP).predict(video, per_frame=True)
+    assert [r["frame"] for r in base.timeline] == [6, 9, 12, 15, 18, 21, 24]
+
+
+def test_ensemble_predictor_gives_members_alternating_frames(tmp_path):
+    video = _video(tmp_path / "clip.mp4", 40, seed=2)
+    a, b = randomize(build("a0", "stream", 3), seed=1), randomize(build("a0", "stream", 3), seed=2)
+    predictor = Predictor([a, b], CLASSES, PREP, offsets=[0, 1], stride=2)
+    got = predictor.predict(video, per_frame=True)
+    with VideoFrames(video, PREP) as frames:
+        whole = frames.clip(np.arange(0, len(frames), PREP.frame_stride))[None]
+    with torch.no_grad():
+        expected = torch.softmax((a(whole[:, :, 0::2]) + b(whole[:, :, 1::2])) / 2, 1)[0].numpy()
+    np.testing.assert_allclose(got.timeline[-1]["probabilities"], expected, atol=1e-5)
+    assert got.timeline[0]["frame"] == 2  # the first row needs both members' first frame
+
+
+def test_bad_videos_get_clear_errors(tmp_path):
+    predictor = Predictor([build("a0", "base", 3)], CLASSES, PREP)
+    with pytest.raises(FileNotFoundError, match="missing.mp4"):
+        predictor.predict(tmp_path / "missing.mp4")
+    (tmp_path / "junk.mp4").write_bytes(b"not a video" * 100)
+    with pytest.raises(ValueError, match="junk.mp4: cannot decode"):
+        predictor.predict(tmp_path / "junk.mp4")
+    with pytest.raises(ValueError, match="upload: cannot decode"):
+        predictor.predict(b"garbage" * 50, name="upload")
+    with pytest.raises(ValueError, match="empty"):
+        predictor.predict(b"")
+    with pytest.raises(ValueError, match=r"\(T, H, W, 3\)"):
+        predictor.predict(np.zeros((4, 8, 8), np.uint8))
+    assert not list(Path(__import__("tempfile").gettempdir()).glob("tmp*.video"))  # uploads cleaned up
+
+
+PEAK_SCRIPT = """
+import json, resource, sys
+from movinet.inference.predictor import Predictor
+from movinet.inference.video_input import Preprocessing
+prep = Preprocessing(**json.loads(sys.argv[2]))
+predictor = Predictor.from_checkpoints([sys.argv[3]], prep)
+result = predictor.predict(sys.argv[1], per_frame=True)
+print(json.dumps({"rows": len(result.timeline), "peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+"""
+
+
+def test_streaming_memory_does_not_grow_with_video_length(tmp_path):
+    model = randomize(build("a0", "stream", 3))
+    ckpt = save_checkpoint(model, tmp_path / "model.pt", class_names=CLASSES)
+    prep = Preprocessing(fps=None, size=None, crop_size=32, num_frames=4, frame_stride=1, clips_per_video=2)
+    peaks = {}
+    for frames in (100, 1000):
+        video = _video(tmp_path / f"v{frames}.mp4", frames, fps=25)
+        done = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(video), json.dumps(prep.to_dict()), str(ckpt)],
+                              capture_output=True, text=True, check=True)
+        out = json.loads(done.stdout.strip().splitlines()[-1])
+        assert out["rows"] == frames
+        peaks[frames] = out["peak_kb"]
+    assert abs(peaks[1000] - peaks[100]) <= 0.10 * peaks[100], peaks
