@@ -167,6 +167,102 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _video_args(paths: list[str]) -> list[str]:
+    """Files as given; folders expanded to the videos under them (batch mode)."""
+    from pathlib import Path
+
+    from movinet.data.video import list_videos
+
+    out = []
+    for path in paths:
+        out += [str(p) for p in list_videos(path).values()] if Path(path).is_dir() else [path]
+    return out
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import json
+
+    from movinet.inference.load import load_predictor
+
+    try:
+        predictor = load_predictor(args.model)
+        videos = _video_args(args.videos)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    per_frame = bool(args.per_frame or args.plot)
+    results, failed = [], 0
+    for video in videos:
+        try:
+            result = predictor.predict(video, per_frame=per_frame, progress=sys.stderr.isatty())
+        except (ValueError, FileNotFoundError) as exc:  # skip and report; the others still run
+            print(f"error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        results.append(result)
+        if args.json:
+            print(json.dumps({"video": video, "top": result.top(args.top_k)}))
+        else:
+            print(f"{video}: " + ", ".join(f"{name} {p:.3f}" for name, p in result.top(args.top_k)))
+    if args.per_frame and results:
+        from movinet.inference.report import write_timeline_csv
+
+        print(f"per-frame timeline: {write_timeline_csv(results, args.per_frame)}", file=sys.stderr)
+    if args.plot and results:
+        from movinet.inference.report import plot_timeline
+
+        print(f"timeline plot: {plot_timeline(results, args.plot)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _stream(args: argparse.Namespace) -> int:
+    from movinet.inference.live import av_frames, paced
+    from movinet.inference.load import load_predictor
+
+    try:
+        predictor = load_predictor(args.model)
+        fps, frames = av_frames(args.source)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.realtime and args.source != "-":
+        frames = paced(frames, fps)
+    session = predictor.session(source_fps=fps)
+    rate = predictor.prep.fps if predictor.prep.fps and predictor.prep.fps < fps else fps
+    shown, every = None, max(1, round(rate * args.every))
+    try:
+        for frame in frames:
+            for position, probs in session.push(frame):
+                label = predictor.class_names[int(probs.argmax())]
+                if label != shown or position % every == 0:
+                    print(f"{position / rate:7.2f}s  frame {position:5d}  {label} {probs.max():.3f}", flush=True)
+                    shown = label
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    if session.last is None:
+        print("error: the stream ended before the model could answer (too few frames)", file=sys.stderr)
+        return 1
+    position, probs = session.last
+    print(f"final  frame {position}: {predictor.class_names[int(probs.argmax())]} {probs.max():.3f}")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from movinet.inference.server import ServerLimits, serve
+
+    limits = ServerLimits(max_upload_mb=args.max_upload_mb, max_frames=args.max_frames,
+                          session_ttl_s=args.session_ttl, max_sessions=args.max_sessions)
+    try:
+        serve(args.model, args.host, args.port, limits)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="movinet", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -221,6 +317,35 @@ def build_parser() -> argparse.ArgumentParser:
     models = commands.add_parser("models", help="registered models: versions, aliases, test metrics")
     models.add_argument("name", nargs="?")
     models.set_defaults(func=_models)
+
+    predict = commands.add_parser("predict", help="classify videos (files or folders) with a model")
+    predict.add_argument("videos", nargs="+", help="video files or folders of videos")
+    predict.add_argument("--model", required=True,
+                         help="models:/<name>@champion, models:/<name>/<version>, runs:/..., or a model.pt")
+    predict.add_argument("--top-k", type=int, default=5)
+    predict.add_argument("--per-frame", metavar="CSV", help="write a per-frame timeline (stream models: "
+                         "frame by frame with state; base models: sliding clips)")
+    predict.add_argument("--plot", metavar="PNG", help="plot the timeline")
+    predict.add_argument("--json", action="store_true", help="one JSON line per video")
+    predict.set_defaults(func=_predict)
+
+    stream = commands.add_parser("stream", help="classify a live source frame by frame (file or - for a pipe)")
+    stream.add_argument("source", help="a video file, or - to read a video stream from stdin")
+    stream.add_argument("--model", required=True)
+    stream.add_argument("--no-realtime", dest="realtime", action="store_false",
+                        help="read a file as fast as possible instead of at its frame rate")
+    stream.add_argument("--every", type=float, default=1.0, help="also print every this many seconds")
+    stream.set_defaults(func=_stream)
+
+    serve = commands.add_parser("serve", help="HTTP API: POST /predict, streaming sessions under /streams")
+    serve.add_argument("--model", required=True)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--max-upload-mb", type=float, default=100.0)
+    serve.add_argument("--max-frames", type=int, default=256, help="frames per request to a stream session")
+    serve.add_argument("--session-ttl", type=float, default=300.0, help="idle seconds before a session expires")
+    serve.add_argument("--max-sessions", type=int, default=64)
+    serve.set_defaults(func=_serve)
 
     export = commands.add_parser("export", help="export a model for deployment")
     export_cmd = export.add_subparsers(dest="export_command", required=True)

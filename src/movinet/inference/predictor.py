@@ -14,6 +14,7 @@ them (``TemporalEnsemble``); streaming, each member takes its own frames in turn
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,50 +95,105 @@ class Predictor:
             fps = getattr(video, "fps", self.prep.fps or 0.0)
             result = Prediction(video.name, probabilities, self.class_names, len(video), fps)
             if per_frame:
-                rows = self.stream_timeline(video, progress) if self.streaming else self.clip_timeline(video, progress)
+                rows = self._timeline(video, progress)
                 result.timeline = [{"frame": f, "time": f / fps if fps else None, "probabilities": p}
                                    for f, p in rows]
         return result
 
-    def clip_timeline(self, video: VideoFrames, progress: bool = False) -> Iterator[tuple[int, np.ndarray]]:
-        span = self.prep.span
-        hop = max(1, span // 2)
-        starts = list(range(0, max(1, len(video) - span + 1), hop))
-        for start in _progress(starts, progress, video.name, "clips"):
-            positions = self._clip_positions(start, len(video))
-            probs = self.clip_probabilities(video.clip(positions)[None])[0].numpy()
-            yield int(positions[-1]), probs
+    def session(self, source_fps: float | None = None) -> StreamSession:
+        """A live stream: push frames as they arrive (at ``source_fps``), read the running answer."""
+        return StreamSession(self, source_fps)
+
+    def _timeline(self, video: VideoFrames, progress: bool) -> Iterator[tuple[int, np.ndarray]]:
+        session = self.session()
+        step = self.prep.frame_stride if self.streaming else 1  # a stream model never sees the others
+        bar = _progress(None, progress, video.name, "frames", len(video))
+        for first, chunk in video.chunks(step=step):
+            yield from session.push_prepared(chunk, first, step)
+            if bar is not None:
+                bar.update(chunk.shape[1] * step)
+        if bar is not None:
+            bar.close()
 
     def _stream_models(self, size: int) -> list[TracedStream]:
         if self._traced is None or self._traced[0].image_size != (size, size):
             self._traced = [TracedStream(m, size) for m in self.members]
         return self._traced
 
-    def stream_timeline(self, video: VideoFrames, progress: bool = False) -> Iterator[tuple[int, np.ndarray]]:
-        """Frame by frame with the stream state: every ``frame_stride``-th frame, each member on its
-        own frames (``step % stride == offset``), logits averaged once every member has spoken."""
-        models = self._stream_models(self.prep.crop_size)
-        states = [m.init_state() for m in models]
-        latest: list[torch.Tensor | None] = [None] * len(models)
-        step_rate = self.prep.frame_stride
-        chunks = video.chunks(step=step_rate)
-        total = -(-len(video) // step_rate)
-        bar = _progress(None, progress, video.name, "frames", total)
-        step = 0
-        for first, chunk in chunks:
-            for i in range(chunk.shape[1]):
-                k = step % self.stride
-                for m, (model, offset) in enumerate(zip(models, self.offsets)):
+
+class StreamSession:
+    """One live stream's state: frames in, running prediction out, constant memory.
+
+    A stream model steps on every ``frame_stride``-th frame, each member on its own frames
+    (``step % stride == offset``); the answer is the members' averaged logits once each has seen a
+    frame. A base model keeps the last clip span of frames and answers every half span.
+    ``push`` takes raw uint8 ``(n, H, W, 3)`` frames at ``source_fps`` (resampled to the model's rate
+    as the extraction does); it returns the ``(frame, probabilities)`` rows the frames produced.
+    """
+
+    def __init__(self, predictor: Predictor, source_fps: float | None = None) -> None:
+        self.predictor = predictor
+        prep = predictor.prep
+        self.keep_every = source_fps / prep.fps if source_fps and prep.fps and source_fps > prep.fps else 1.0
+        self.received = self.kept = self.position = self._next_keep = 0
+        self.last: tuple[int, np.ndarray] | None = None
+        if predictor.streaming:
+            self._models = predictor._stream_models(prep.crop_size)
+            self._states = [m.init_state() for m in self._models]
+            self._latest: list[torch.Tensor | None] = [None] * len(self._models)
+        else:
+            self._buffer: deque[torch.Tensor] = deque(maxlen=prep.span)
+
+    def push(self, frames: np.ndarray) -> list[tuple[int, np.ndarray]]:
+        from movinet.inference.video_input import prepare_frames
+
+        frames = np.asarray(frames)
+        if frames.ndim == 3:
+            frames = frames[None]
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise ValueError(f"frames must be uint8 (n, H, W, 3), got {frames.dtype} {frames.shape}")
+        keep = []
+        for frame in frames:
+            if self.received == self._next_keep:
+                keep.append(frame)
+                self.kept += 1
+                self._next_keep = int(np.floor(self.kept * self.keep_every + 1e-9))
+            self.received += 1
+        if not keep:
+            return []
+        return self.push_prepared(prepare_frames(np.stack(keep), self.predictor.prep))
+
+    def push_prepared(self, chunk: torch.Tensor, first: int | None = None, step: int = 1,
+                      ) -> list[tuple[int, np.ndarray]]:
+        """Prepared frames ``(3, n, crop, crop)``; ``first``/``step``: their positions, when only
+        every ``step``-th frame is given (a stream model skips the rest anyway)."""
+        p = self.predictor
+        rows = []
+        for i in range(chunk.shape[1]):
+            position = self.position if first is None else first + i * step
+            self.position = position + 1
+            frame = chunk[:, i : i + 1]
+            if p.streaming:
+                if position % p.prep.frame_stride:
+                    continue
+                k = (position // p.prep.frame_stride) % p.stride
+                for m, (model, offset) in enumerate(zip(self._models, p.offsets)):
                     if offset == k:
-                        latest[m], states[m] = model(chunk[None, :, i : i + 1], states[m])
-                if all(x is not None for x in latest):
-                    logits = torch.stack(latest).mean(0)
-                    yield first + i * step_rate, torch.softmax(logits, dim=1)[0].numpy()
-                step += 1
-                if bar is not None:
-                    bar.update(1)
-        if bar is not None:
-            bar.close()
+                        self._latest[m], self._states[m] = model(frame[None], self._states[m])
+                if any(x is None for x in self._latest):
+                    continue
+                probs = torch.softmax(torch.stack(self._latest).mean(0), dim=1)[0].numpy()
+            else:
+                self._buffer.append(frame)
+                span = p.prep.span
+                if position < span - 1 or (position - span + 1) % max(1, span // 2):
+                    continue
+                clip = torch.cat(list(self._buffer), dim=1)[:, :: p.prep.frame_stride]
+                probs = p.clip_probabilities(clip[None])[0].numpy()
+            rows.append((position, probs))
+        if rows:
+            self.last = rows[-1]
+        return rows
 
 
 def _progress(items, enabled: bool, name: str, unit: str, total: int | None = None):

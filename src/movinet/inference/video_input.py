@@ -113,10 +113,7 @@ class VideoFrames:
             raise ValueError(f"{self.name}: decoding failed ({str(exc).splitlines()[0][:200]})") from exc
 
     def _prepare(self, frames: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float().div_(255.0)
-        if self._array is not None and self.prep.size:
-            x = center_crop(x, self.prep.size)  # decoded frames: bring the short side to the cache's
-        return center_crop(x, self.prep.crop_size).contiguous()
+        return prepare_frames(frames, self.prep, resize=self._array is not None)
 
     def clip(self, positions) -> torch.Tensor:
         """Frames at the given (sorted) positions as ``(3, T, crop, crop)`` in [0, 1]."""
@@ -131,6 +128,23 @@ class VideoFrames:
         for i in range(0, len(positions), batch):
             chunk = positions[i : i + batch]
             yield int(chunk[0]), self.clip(chunk)
+
+
+def prepare_frames(frames: np.ndarray, prep: Preprocessing, resize: bool = True) -> torch.Tensor:
+    """uint8 ``(T, H, W, 3)`` -> float ``(3, T, crop, crop)``: the short side to the cache's ``size``
+    (``resize``: frames not decoded by decord at that size), then the evaluation center crop."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float().div_(255.0)
+    if resize and prep.size and min(x.shape[-2:]) > prep.size:
+        x = _short_side(x, prep.size)  # keep the aspect, as the extraction does
+    return center_crop(x, prep.crop_size).contiguous()
+
+
+def _short_side(x: torch.Tensor, size: int) -> torch.Tensor:
+    import torch.nn.functional as F
+
+    h, w = resized_shape(x.shape[-2], x.shape[-1], size)
+    out = F.interpolate(x.permute(1, 0, 2, 3), size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+    return out.permute(1, 0, 2, 3)
 
 
 def read_video_arg(value: str) -> bytes | str:

@@ -67,26 +67,31 @@ def per_class_table(logits: torch.Tensor, labels: torch.Tensor, classes: list[st
             for c, p, r, s in zip(classes, precision, recall, support)]
 
 
+def write_evaluation(name: str, metrics: dict, logits: torch.Tensor, labels: torch.Tensor, classes: list[str],
+                     metrics_dir: Path, plots_dir: Path) -> None:
+    """``metrics/<name>.json`` and ``plots/<name>/{confusion,per_class}.csv``, each written atomically."""
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    _write_atomic(metrics_dir / f"{name}.json", json.dumps(metrics, indent=1))
+    folder = plots_dir / name
+    folder.mkdir(parents=True, exist_ok=True)
+    predicted = logits.argmax(1)
+    rows = "actual,predicted\n" + "".join(f"{classes[a]},{classes[p]}\n" for a, p in zip(labels.tolist(), predicted.tolist()))
+    _write_atomic(folder / "confusion.csv", rows)
+    table = per_class_table(logits, labels, classes)
+    with open(folder / ".per_class.csv.tmp", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(table[0]))
+        writer.writeheader()
+        writer.writerows(table)
+    os.replace(folder / ".per_class.csv.tmp", folder / "per_class.csv")
+
+
 def evaluate(model_dir: Path, name: str, root: Path, metrics_dir: Path, plots_dir: Path) -> dict:
     import yaml
 
     cfg = yaml.safe_load((model_dir / "config.yaml").read_text())
     logits, labels, classes = predict_split(model_dir, cfg, root)
     metrics = metrics_of(logits, labels, classes)
-    table = per_class_table(logits, labels, classes)
-    predicted = logits.argmax(1)
-
-    metrics_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(metrics_dir / f"{name}.json", json.dumps(metrics, indent=1))
-    folder = plots_dir / name
-    folder.mkdir(parents=True, exist_ok=True)
-    rows = "actual,predicted\n" + "".join(f"{classes[a]},{classes[p]}\n" for a, p in zip(labels.tolist(), predicted.tolist()))
-    _write_atomic(folder / "confusion.csv", rows)
-    with open(folder / ".per_class.csv.tmp", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(table[0]))
-        writer.writeheader()
-        writer.writerows(table)
-    os.replace(folder / ".per_class.csv.tmp", folder / "per_class.csv")
+    write_evaluation(name, metrics, logits, labels, classes, metrics_dir, plots_dir)
 
     record = model_dir / RUN_FILE
     if record.is_file():
@@ -99,7 +104,7 @@ def evaluate(model_dir: Path, name: str, root: Path, metrics_dir: Path, plots_di
         client = MlflowClient(tracking_uri(cfg["mlflow"]["tracking_uri"], root))
         matrix = multiclass_confusion_matrix(logits, labels, len(classes)).tolist()
         log_evaluation(client, run_id, {k: v for k, v in metrics.items() if not k.endswith("clips")},
-                       matrix, classes, table)
+                       matrix, classes, per_class_table(logits, labels, classes))
     return metrics
 
 

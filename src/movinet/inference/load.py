@@ -1,0 +1,38 @@
+"""Where a predictor comes from: a registered or logged MLflow model, or a checkpoint file.
+
+``models:/<name>@champion``, ``models:/<name>/<version>``, ``runs:/<id>/video_model`` or a local
+MLflow model folder load the video pyfunc (its artifacts carry the checkpoints and preprocessing);
+a ``.pt`` checkpoint written by training carries its config, from which the preprocessing follows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from movinet.inference.predictor import Predictor
+from movinet.inference.video_input import Preprocessing
+
+
+def load_predictor(uri: str, tracking_uri: str | None = None) -> Predictor:
+    path = Path(uri)
+    if path.suffix == ".pt" and path.is_file():
+        from movinet.models.weights import read_checkpoint
+
+        payload, _ = read_checkpoint(path)
+        config = payload.get("config")
+        if not config:
+            raise ValueError(f"{path} carries no training config to take the preprocessing from")
+        return Predictor.from_checkpoints([path], Preprocessing.from_config(config))
+    import mlflow
+
+    from movinet.tracking.store import tracking_uri as default_uri
+
+    mlflow.set_tracking_uri(tracking_uri or default_uri())
+    try:
+        model = mlflow.pyfunc.load_model(uri)
+    except Exception as exc:  # MlflowException / OSError: name what was asked for
+        raise ValueError(f"cannot load model {uri!r}: {str(exc).splitlines()[0][:300]}") from None
+    python_model = model.unwrap_python_model()
+    if not hasattr(python_model, "predictor"):
+        raise ValueError(f"{uri} is not a movinet video model (register one with the register stage)")
+    return python_model.predictor

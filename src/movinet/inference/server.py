@@ -1,0 +1,175 @@
+"""``movinet serve``: an HTTP API over a predictor (FastAPI; the OpenAPI schema is at /docs).
+
+* ``POST /predict`` — a video upload (multipart field ``video``) → top-k, optional per-frame timeline;
+* ``POST /streams`` → a session id; ``POST /streams/{id}/frames`` — one or more frames (a ``.npy``
+  uint8 array ``(n, H, W, 3)`` or one PNG/JPEG image as the body) → the running prediction, the
+  server keeping the stream state between requests; ``DELETE /streams/{id}``.
+
+Sessions idle longer than ``session_ttl_s`` expire. Bad input — too large, too many frames, not a
+video, not frames, unknown session — is a 4xx with a message, never a 500.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import numpy as np
+from fastapi import FastAPI, HTTPException, Query, Request, UploadFile
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from movinet.inference.predictor import Prediction, Predictor, StreamSession
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    max_upload_mb: float = 100.0
+    max_frames: int = 256  # frames per request to a session
+    session_ttl_s: float = 300.0
+    max_sessions: int = 64
+
+
+@dataclass
+class _Live:
+    session: StreamSession
+    last_used: float = field(default_factory=time.monotonic)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _answer(predictor: Predictor, probs: np.ndarray, top_k: int) -> dict:
+    order = np.argsort(-probs, kind="stable")[:top_k]
+    top = [{"label": predictor.class_names[i], "probability": round(float(probs[i]), 6)} for i in order]
+    return {"label": top[0]["label"], "score": top[0]["probability"], "top": top}
+
+
+def _prediction(result: Prediction, predictor: Predictor, top_k: int) -> dict:
+    out = {"video": result.video, "frames": result.frames, "fps": result.fps,
+           **_answer(predictor, result.probabilities, top_k)}
+    if result.timeline:
+        out["per_frame"] = [{"frame": r["frame"], "time": r["time"],
+                             **_answer(predictor, r["probabilities"], 1)} for r in result.timeline]
+    return out
+
+
+def _decode_frames(body: bytes) -> np.ndarray:
+    if body.startswith(b"\x93NUMPY"):
+        try:
+            frames = np.load(io.BytesIO(body), allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise ValueError(f"unreadable .npy array ({exc})") from None
+    else:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            frames = np.asarray(Image.open(io.BytesIO(body)).convert("RGB"))
+        except (UnidentifiedImageError, OSError):
+            raise ValueError("the body must be a .npy uint8 array (n, H, W, 3) or one PNG/JPEG image") from None
+    if frames.ndim == 3:
+        frames = frames[None]
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or not len(frames):
+        raise ValueError(f"frames must be uint8 (n, H, W, 3), got {frames.dtype} {frames.shape}")
+    return frames
+
+
+def create_app(predictor: Predictor, limits: ServerLimits = ServerLimits(), model_uri: str = ""):
+    import movinet
+
+    app = FastAPI(title="movinet", version=movinet.__version__,
+                  description="MoViNet video classification: whole videos and live streams.")
+    sessions: dict[str, _Live] = {}
+    registry_lock, model_lock = threading.Lock(), threading.Lock()
+    max_bytes = int(limits.max_upload_mb * 1024 * 1024)
+
+    def expire() -> None:
+        now = time.monotonic()
+        with registry_lock:
+            for key in [k for k, s in sessions.items() if now - s.last_used > limits.session_ttl_s]:
+                del sessions[key]
+
+    @app.exception_handler(ValueError)
+    async def bad_input(request: Request, exc: ValueError):
+        return JSONResponse(status_code=422, content={"detail": str(exc)})
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"status": "ok", "model": model_uri, "classes": predictor.class_names,
+                "streaming": predictor.streaming, "members": len(predictor.members),
+                "preprocessing": predictor.prep.to_dict()}
+
+    @app.post("/predict")
+    async def predict(video: UploadFile, per_frame: bool = False, top_k: int = Query(5, ge=1)) -> dict:
+        data = await video.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise HTTPException(413, f"upload larger than {limits.max_upload_mb:g} MB")
+        name = video.filename or "upload"
+
+        def run() -> Prediction:
+            with model_lock:
+                return predictor.predict(bytes(data), per_frame=per_frame, name=name)
+
+        result = await run_in_threadpool(run)
+        return _prediction(result, predictor, top_k)
+
+    @app.post("/streams", status_code=201)
+    def open_stream(fps: float | None = Query(None, gt=0, description="the source's frame rate")) -> dict:
+        expire()
+        with registry_lock:
+            if len(sessions) >= limits.max_sessions:
+                raise HTTPException(429, f"{limits.max_sessions} sessions are open; close one or wait")
+            key = uuid.uuid4().hex
+            sessions[key] = _Live(predictor.session(source_fps=fps))
+        return {"id": key, "expires_after_idle_s": limits.session_ttl_s}
+
+    def live(key: str) -> _Live:
+        expire()
+        with registry_lock:
+            found = sessions.get(key)
+        if found is None:
+            raise HTTPException(404, f"no stream session {key!r} (closed or expired)")
+        return found
+
+    @app.post("/streams/{key}/frames")
+    async def push_frames(key: str, request: Request, top_k: int = Query(5, ge=1)) -> dict:
+        state = live(key)
+        body = await request.body()
+        if len(body) > max_bytes:
+            raise HTTPException(413, f"body larger than {limits.max_upload_mb:g} MB")
+        frames = _decode_frames(body)
+        if len(frames) > limits.max_frames:
+            raise HTTPException(413, f"{len(frames)} frames in one request; the limit is {limits.max_frames}")
+
+        def run():
+            with state.lock, model_lock:
+                rows = state.session.push(frames)
+                state.last_used = time.monotonic()
+                return rows
+
+        rows = await run_in_threadpool(run)
+        out = {"id": key, "frames_received": state.session.received, "new_predictions": len(rows)}
+        if state.session.last is not None:
+            position, probs = state.session.last
+            out.update(frame=position, **_answer(predictor, probs, top_k))
+        return out
+
+    @app.delete("/streams/{key}", status_code=204, response_class=Response)
+    def close_stream(key: str):
+        live(key)
+        with registry_lock:
+            sessions.pop(key, None)
+        return Response(status_code=204)
+
+    app.state.sessions = sessions
+    return app
+
+
+def serve(model_uri: str, host: str = "127.0.0.1", port: int = 8000, limits: ServerLimits = ServerLimits()) -> None:
+    import uvicorn
+
+    from movinet.inference.load import load_predictor
+
+    app = create_app(load_predictor(model_uri), limits, model_uri)
+    uvicorn.run(app, host=host, port=port, log_level="info")

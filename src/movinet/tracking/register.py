@@ -1,0 +1,88 @@
+"""Stage register: an evaluated model (single or ensemble) becomes a new registered model version.
+
+Reads what training and evaluation left in ``models/<source>/`` (``config.yaml``, ``run.json``,
+``model.pt`` or ``ensemble.json`` with its members) and ``metrics/<source>.json``; logs the video
+pyfunc into the model's own MLflow run, registers it, tags the version with its test metrics, and
+moves the champion alias if the version beats the current champion (``register.promote``).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from movinet.tracking.registry import promote
+from movinet.tracking.store import tracking_uri, with_retry
+
+ENSEMBLE_FILE = "ensemble.json"
+
+
+def model_parts(model_dir: Path) -> tuple[list[Path], list[int], int]:
+    """(member checkpoints, offsets, stride) of a trained model or ensemble folder."""
+    spec_file = model_dir / ENSEMBLE_FILE
+    if spec_file.is_file():
+        spec = json.loads(spec_file.read_text())
+        return [model_dir / m for m in spec["members"]], list(spec["offsets"]), int(spec["stride"])
+    return [model_dir / "model.pt"], [0], 1
+
+
+def _stream_onnx(members: list[Path], crop_size: int, folder: Path) -> Path | None:
+    """The ONNX export of a single stream model (ensembles and base models have none)."""
+    from movinet.inference.onnx_export import export_stream_onnx
+    from movinet.models.weights import load_checkpoint
+
+    if len(members) != 1:
+        return None
+    model, payload = load_checkpoint(members[0])
+    if not model.causal:
+        return None
+    return export_stream_onnx(model, folder / "stream.onnx", image_size=crop_size,
+                              class_names=payload.get("class_names"))
+
+
+def register_evaluated(cfg: dict, root: Path, source: str) -> dict:
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from movinet.inference.video_input import Preprocessing
+    from movinet.models.weights import read_checkpoint
+    from movinet.tracking.video_model import log_video_model
+
+    model_dir = root / "models" / source
+    metrics_file = root / "metrics" / f"{source}.json"
+    for needed in (model_dir / "run.json", model_dir / "config.yaml", metrics_file):
+        if not needed.is_file():
+            raise FileNotFoundError(f"{needed} is missing: train and evaluate {source!r} first")
+    run_id = json.loads((model_dir / "run.json").read_text())["mlflow_run_id"]
+    metrics = json.loads(metrics_file.read_text())
+    run_cfg = yaml.safe_load((model_dir / "config.yaml").read_text())
+    prep = Preprocessing.from_config(run_cfg)
+    members, offsets, stride = model_parts(model_dir)
+    class_names = read_checkpoint(members[0])[0]["class_names"]
+    name, metric = cfg["register"]["name"], cfg["register"]["metric"]
+
+    uri = tracking_uri(cfg["mlflow"]["tracking_uri"], root)
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx = _stream_onnx(members, prep.crop_size, Path(tmp))
+        with mlflow.start_run(run_id=run_id):
+            info = with_retry(lambda: log_video_model(
+                members, class_names, prep, offsets, stride, registered_model_name=name, onnx=onnx,
+                metadata={"source": source}))
+    version = str(info.registered_model_version)
+    tags = {k: f"{v:.6g}" for k, v in metrics.items() if isinstance(v, float)}
+    tags.update({"source": source, "members": str(len(members)), "onnx": "yes" if onnx else "no"})
+    for key, value in tags.items():
+        with_retry(lambda: client.set_model_version_tag(name, version, key, value))
+    result = {"name": name, "version": version, "source": source, "model_uri": info.model_uri,
+              "metrics": {k: v for k, v in metrics.items() if isinstance(v, float)}}
+    if cfg["register"]["promote"]:
+        if metric not in tags:
+            raise ValueError(f"{metrics_file} has no {metric!r} to promote on (register.metric)")
+        decision = promote(client, name, version, metric)
+        result.update(promoted=decision.promoted, promotion=decision.message)
+    return result

@@ -1,0 +1,146 @@
+"""movinet serve: a real uvicorn server on 127.0.0.1, real mp4 uploads, streaming sessions that
+equal offline streaming, and 4xx (never 500) for bad input."""
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+
+from movinet.inference.predictor import Predictor
+from movinet.inference.server import ServerLimits, create_app
+from movinet.inference.video_input import Preprocessing
+from movinet.models import build, save_checkpoint
+
+from conftest import randomize, write_video
+
+CLASSES = ["left", "right", "still"]
+CONFIG = {"data": {"extract": {"fps": 10, "size": 40}, "crop_size": 32, "num_frames": 4, "frame_stride": 2,
+                   "eval_clips_per_video": 2}, "model": {"frames": None}}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("served")
+    model = randomize(build("a0", "stream", 3), seed=4)
+    return save_checkpoint(model, folder / "model.pt", class_names=CLASSES, extra={"config": CONFIG})
+
+
+@pytest.fixture(scope="module")
+def server(model_file):
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "movinet.cli", "serve", "--model", str(model_file), "--port", str(port),
+         "--max-upload-mb", "0.5", "--max-frames", "8"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited:\n{proc.stdout.read()}")
+        try:
+            if requests.get(f"{url}/health", timeout=1).ok:
+                break
+        except requests.ConnectionError:
+            time.sleep(0.3)
+    else:
+        proc.kill()
+        raise AssertionError("server did not start")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("video") / "clip.mp4"
+    frames = np.random.default_rng(5).integers(0, 255, (40, 48, 64, 3), dtype=np.uint8)
+    write_video(path, frames, 20, "libx264")
+    return path
+
+
+def test_predict_uploaded_mp4_equals_offline(server, model_file, video):
+    offline = Predictor.from_checkpoints([model_file], Preprocessing.from_config(CONFIG)).predict(video, per_frame=True)
+    with open(video, "rb") as f:
+        got = requests.post(f"{server}/predict", params={"per_frame": "true", "top_k": 2},
+                            files={"video": ("clip.mp4", f, "video/mp4")}, timeout=60)
+    assert got.status_code == 200, got.text
+    body = got.json()
+    assert body["video"] == "clip.mp4" and body["frames"] == 20 and len(body["top"]) == 2
+    assert body["label"] == offline.label
+    assert body["score"] == pytest.approx(float(offline.probabilities.max()), abs=1e-5)
+    assert [r["frame"] for r in body["per_frame"]] == [r["frame"] for r in offline.timeline]
+    schema = requests.get(f"{server}/openapi.json", timeout=10).json()
+    assert {"/predict", "/streams", "/streams/{key}/frames", "/streams/{key}"} <= set(schema["paths"])
+
+
+def test_stream_session_equals_offline_streaming(server, model_file):
+    frames = np.random.default_rng(6).integers(0, 255, (20, 48, 64, 3), dtype=np.uint8)
+    offline = Predictor.from_checkpoints([model_file], Preprocessing.from_config(CONFIG)).predict(frames, per_frame=True)
+    key = requests.post(f"{server}/streams", timeout=10).json()["id"]
+    for part in (frames[:7], frames[7:8], frames[8:16], frames[16:]):
+        buf = io.BytesIO()
+        np.save(buf, part)
+        reply = requests.post(f"{server}/streams/{key}/frames", data=buf.getvalue(), timeout=30)
+        assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["frames_received"] == 20 and body["frame"] == offline.timeline[-1]["frame"] == 18
+    expected = offline.timeline[-1]["probabilities"]
+    assert body["label"] == CLASSES[int(expected.argmax())]
+    assert body["score"] == pytest.approx(float(expected.max()), abs=1e-5)
+    assert requests.delete(f"{server}/streams/{key}", timeout=10).status_code == 204
+    assert requests.post(f"{server}/streams/{key}/frames", data=buf.getvalue(), timeout=10).status_code == 404
+
+
+def test_bad_input_is_4xx_with_a_message(server, video):
+    def post_video(data: bytes):
+        return requests.post(f"{server}/predict", files={"video": ("x.mp4", data, "video/mp4")}, timeout=30)
+
+    too_big = post_video(b"\0" * (600 * 1024))
+    assert too_big.status_code == 413 and "0.5 MB" in too_big.json()["detail"]
+    garbage = post_video(b"this is not a video" * 10)
+    assert garbage.status_code == 422 and "x.mp4" in garbage.json()["detail"]
+    assert post_video(b"").status_code == 422
+    assert requests.post(f"{server}/predict", timeout=10).status_code == 422  # no file at all
+    key = requests.post(f"{server}/streams", timeout=10).json()["id"]
+    buf = io.BytesIO()
+    np.save(buf, np.zeros((9, 8, 8, 3), np.uint8))
+    many = requests.post(f"{server}/streams/{key}/frames", data=buf.getvalue(), timeout=10)
+    assert many.status_code == 413 and "limit is 8" in many.json()["detail"]
+    buf = io.BytesIO()
+    np.save(buf, np.zeros((2, 8, 8), np.float32))
+    wrong = requests.post(f"{server}/streams/{key}/frames", data=buf.getvalue(), timeout=10)
+    assert wrong.status_code == 422 and "uint8" in wrong.json()["detail"]
+    junk = requests.post(f"{server}/streams/{key}/frames", data=b"\x93NUMPYjunk", timeout=10)
+    assert junk.status_code == 422
+    assert requests.post(f"{server}/streams/nope/frames", data=b"x", timeout=10).status_code == 404
+    assert requests.post(f"{server}/streams", params={"fps": -1}, timeout=10).status_code == 422
+
+
+def test_idle_sessions_expire_and_sessions_are_limited(model_file):
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    predictor = Predictor.from_checkpoints([model_file], Preprocessing.from_config(CONFIG))
+    client = TestClient(create_app(predictor, ServerLimits(session_ttl_s=0.3, max_sessions=2)))
+    first = client.post("/streams").json()["id"]
+    client.post("/streams")
+    assert client.post("/streams").status_code == 429
+    png = io.BytesIO()
+    Image.fromarray(np.full((48, 64, 3), 128, np.uint8)).save(png, format="PNG")
+    assert client.post(f"/streams/{first}/frames", content=png.getvalue()).json()["frames_received"] == 1
+    time.sleep(0.5)
+    assert client.post(f"/streams/{first}/frames", content=png.getvalue()).status_code == 404
+    assert client.post("/streams").status_code == 201  # the expired ones made room
