@@ -26,6 +26,8 @@ TINY = [
 ENV = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
 ENV["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
 
+ENSEMBLE_STAGES = {"train_member@0", "train_member@1", "evaluate_ensemble"}
+
 pytestmark = pytest.mark.slow
 
 
@@ -72,7 +74,8 @@ def runs_named(root: Path, name: str):
 def test_dvc_repro_end_to_end_then_nothing_to_do(project):
     first = sh("dvc", "repro", cwd=project)
     assert ran_stages(first.stdout) == {"demo_data", "extract_frames", "ingest_labels", "train", "evaluate",
-                                        "train_baseline", "evaluate_baseline"}
+                                        "train_baseline", "evaluate_baseline", *ENSEMBLE_STAGES,
+                                        "register@video", "register@ensemble"}
     for name in ("video", "baseline"):
         metrics = json.loads((project / "metrics" / f"{name}.json").read_text())
         assert {"test_acc", "test_top5", "test_macro_f1"} <= set(metrics)
@@ -94,6 +97,31 @@ def test_dvc_repro_end_to_end_then_nothing_to_do(project):
     (baseline,) = runs_named(project, "baseline")
     assert baseline.data.params["model.frames"] == "1"
 
+    # The ensemble: members at half the rate on alternating frames, child runs of one parent.
+    metrics = json.loads((project / "metrics" / "video.json").read_text())
+    ensemble = json.loads((project / "metrics" / "ensemble.json").read_text())
+    assert set(ensemble["members"]) == {"m0", "m1"}
+    best = max(m["test_acc"] for m in ensemble["members"].values())
+    assert ensemble["gain_over_best_member"] == pytest.approx(ensemble["test_acc"] - best)
+    assert ensemble["test_clips"] == metrics["test_clips"]  # the base model's test clips
+    (parent,) = runs_named(project, "ensemble")
+    members = client.search_runs([parent.info.experiment_id],
+                                 filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert sorted(m.info.run_name for m in members) == ["ensemble_m0", "ensemble_m1"]
+    assert {m.data.params["data.frame_stride"] for m in members} == {"2"}
+    assert sorted(m.data.params["data.offset"] for m in members) == ["0", "1"]
+    assert {m.data.params["data.num_frames"] for m in members} == {"2"}
+    assert parent.info.status == "FINISHED" and parent.data.metrics["test_acc"] == pytest.approx(ensemble["test_acc"])
+    assert "gain_over_best_member" in parent.data.metrics and "m1_test_acc" in parent.data.metrics
+
+    # Both evaluated models became versions of movinet-demo, tagged with their test metrics.
+    versions = {v.tags["source"]: v for v in client.search_model_versions("name='movinet-demo'")}
+    assert set(versions) == {"video", "ensemble"}
+    assert float(versions["video"].tags["test_acc"]) == pytest.approx(metrics["test_acc"], abs=1e-5)
+    assert versions["ensemble"].tags["members"] == "2"
+    champion = client.get_model_version_by_alias("movinet-demo", "champion")
+    assert float(champion.tags["test_acc"]) == max(float(v.tags["test_acc"]) for v in versions.values())
+
     second = sh("dvc", "repro", cwd=project)
     assert ran_stages(second.stdout) == set()
     assert "Data and pipelines are up to date" in second.stdout
@@ -103,7 +131,8 @@ def test_changing_frame_stride_reruns_only_what_uses_it(project):
     sh(sys.executable, "-m", "movinet.cli", "params", *TINY, "data.frame_stride=2", cwd=project)
     try:
         done = sh("dvc", "repro", cwd=project)
-        assert ran_stages(done.stdout) == {"train", "evaluate"}
+        assert ran_stages(done.stdout) == {"train", "evaluate", *ENSEMBLE_STAGES, "register@video",
+                                           "register@ensemble"}
     finally:
         sh(sys.executable, "-m", "movinet.cli", "params", *TINY, cwd=project)
 
@@ -199,3 +228,89 @@ def test_optuna_sweep_returns_the_monitored_metric(project):
                                   filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert len(children) == 2 and all("best_val_acc" in c.data.metrics for c in children)
     assert parent.data.metrics["best_val_acc"] == max(c.data.metrics["best_val_acc"] for c in children)
+
+
+def test_register_promote_then_predict_by_alias(project, tmp_path):
+    sh("dvc", "repro", cwd=project)
+    client = mlflow_client(project)
+    cli = [sys.executable, "-m", "movinet.cli"]
+    champion = str(client.get_model_version_by_alias("movinet-demo", "champion").version)
+    other = next(str(v.version) for v in client.search_model_versions("name='movinet-demo'")
+                 if str(v.version) != champion)
+    best = float(client.get_model_version("movinet-demo", champion).tags["test_acc"])
+
+    client.set_model_version_tag("movinet-demo", other, "test_acc", str(best - 0.1))
+    worse = sh(*cli, "promote", "movinet-demo", "--version", other, cwd=project, check=False)
+    assert worse.returncode == 1 and "rejected" in worse.stdout
+    assert str(client.get_model_version_by_alias("movinet-demo", "champion").version) == champion
+    client.set_model_version_tag("movinet-demo", other, "test_acc", str(best + 0.1))
+    better = sh(*cli, "promote", "movinet-demo", "--version", other, cwd=project)
+    assert "promoted" in better.stdout and str(client.get_model_version_by_alias("movinet-demo", "champion").version) == other
+    forced = sh(*cli, "promote", "movinet-demo", "--version", champion, "--force", cwd=project)
+    assert "forced" in forced.stdout
+    assert str(client.get_model_version_by_alias("movinet-demo", "champion").version) == champion
+    listing = sh(*cli, "models", "movinet-demo", cwd=project).stdout
+    assert f"v{champion} @champion" in listing
+
+    videos = sorted((project / "data" / "demo" / "videos").glob("*.mp4"))[:2]
+    (tmp_path / "bad.mp4").write_bytes(b"broken")
+    done = sh(*cli, "predict", str(videos[0]), str(videos[1]), str(tmp_path / "bad.mp4"), "--model",
+              "models:/movinet-demo@champion", "--top-k", "3", "--per-frame", str(tmp_path / "frames.csv"),
+              "--plot", str(tmp_path / "timeline.png"), cwd=project, check=False)
+    assert done.returncode == 1 and "bad.mp4: cannot decode" in done.stderr  # reported, the others done
+    lines = [line for line in done.stdout.splitlines() if line.startswith(str(videos[0].parent))]
+    assert len(lines) == 2 and all(line.count(",") == 2 for line in lines)
+    rows = (tmp_path / "frames.csv").read_text().splitlines()
+    assert rows[0].startswith("video,frame,time,label,score,") and len(rows) > 3
+    assert (tmp_path / "timeline.png").stat().st_size > 1000
+    folder = sh(*cli, "predict", str(videos[0].parent), "--model", "models:/movinet-demo@champion", "--json",
+                cwd=project)
+    assert len(folder.stdout.splitlines()) == 16  # batch mode: every video of the folder
+    streamed = sh(*cli, "stream", str(videos[0]), "--no-realtime", "--model", "models:/movinet-demo@champion",
+                  cwd=project)
+    assert streamed.stdout.splitlines()[-1].startswith("final  frame")
+
+
+def test_mlflow_models_serve_answers_a_base64_video(project):
+    import base64
+    import socket
+
+    import requests
+
+    sh("dvc", "repro", cwd=project)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**ENV, "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}"}
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m",
+                             "models:/movinet-demo@champion", "--env-manager", "local", "-h", "127.0.0.1",
+                             "-p", str(port), "-w", "1"], cwd=project, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 180
+        while True:
+            assert proc.poll() is None, proc.stdout.read()
+            try:
+                if requests.get(f"{url}/ping", timeout=2).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert time.time() < deadline, "mlflow models serve did not start"
+            time.sleep(0.5)
+        video = sorted((project / "data" / "demo" / "videos").glob("*.mp4"))[0]
+        payload = {"dataframe_records": [{"video": base64.b64encode(video.read_bytes()).decode()}],
+                   "params": {"per_frame": True, "top_k": 2}}
+        reply = requests.post(f"{url}/invocations", json=payload, timeout=120)
+        assert reply.status_code == 200, reply.text
+        (row,) = reply.json()["predictions"]
+        classes = json.loads((project / "data" / "labels" / "classes.json").read_text())["classes"]
+        assert row["label"] in classes and len(json.loads(row["top_k"])) == 2
+        assert sum(row[c] for c in classes) == pytest.approx(1.0, abs=1e-4)
+        assert json.loads(row["per_frame"])
+        bad = requests.post(f"{url}/invocations", json={"dataframe_records": [{"video": "bm90IGEgdmlkZW8="}]},
+                            timeout=60)
+        assert bad.status_code == 400 and "row 0" in bad.text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
