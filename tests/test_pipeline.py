@@ -314,3 +314,66 @@ def test_mlflow_models_serve_answers_a_base64_video(project):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def chromium() -> str | None:
+    found = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if found is None and os.environ.get("CI"):
+        raise AssertionError("CI must install Chromium (.ci/run does: apt-get install chromium)")
+    return found
+
+
+def headless(browser: str, url: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                           "--disable-background-networking", "--no-first-run", "--window-size=1600,1000",
+                           "--virtual-time-budget=30000", *args, url],
+                          capture_output=True, text=True, timeout=180)
+
+
+def test_mlflow_ui_shows_the_sweep_runs_and_metrics(project, tmp_path):
+    import socket
+
+    import requests
+
+    browser = chromium()
+    if browser is None:
+        pytest.skip("no Chromium here (CI installs it)")
+    client = mlflow_client(project)
+    experiment = client.get_experiment_by_name("movinet")
+    if experiment is None or not client.search_runs([experiment.experiment_id], "attributes.run_name = 'sweep-ui'"):
+        sh("dvc", "repro", "ingest_labels", cwd=project)
+        sh(sys.executable, "pipelines/train.py", "-m", "data.num_frames=2,4", "train.steps=2",
+           "train.eval_interval=1", "train.name=ui", cwd=project)
+        experiment = client.get_experiment_by_name("movinet")
+    (parent,) = client.search_runs([experiment.experiment_id], "attributes.run_name = 'sweep-ui'")
+    child = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")[0]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri",
+                               f"sqlite:///{project / 'mlflow.db'}", "--host", "127.0.0.1", "--port", str(port),
+                               "--workers", "1"], cwd=project, env=ENV,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                if requests.get(f"{url}/health", timeout=2).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert server.poll() is None and time.time() < deadline, "mlflow server did not start"
+            time.sleep(0.5)
+        base = f"{url}/#/experiments/{experiment.experiment_id}"
+        runs_page = headless(browser, f"{base}/runs", "--dump-dom").stdout
+        assert "sweep-ui" in runs_page and "matching runs" in runs_page
+        for run in (parent, child):
+            page = headless(browser, f"{base}/runs/{run.info.run_id}", "--dump-dom").stdout
+            assert run.info.run_name in page and "best_val_acc" in page
+        shot = tmp_path / "runs.png"
+        headless(browser, f"{base}/runs", f"--screenshot={shot}")
+        assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
