@@ -64,3 +64,52 @@ def test_promote_errors_are_clear(registry):
     assert missing.returncode == 2 and "no registered model named 'nosuch'" in missing.stderr
     bad = cli(uri, "promote", "m", "--version", "9")
     assert bad.returncode == 2 and "m has no version 9 (versions: 1, 2, 3)" in bad.stderr
+
+
+def test_register_stream_model_attaches_onnx_and_promotes_first(tmp_path):
+    """The register stage on a stream model: one video pyfunc with its ONNX export, the test
+    metrics as version tags, champion as the first version; loaded back by alias, it classifies."""
+    import json
+
+    import mlflow
+    import numpy as np
+    import onnx
+    import yaml
+
+    from conftest import randomize, write_video
+    from movinet.inference.load import load_predictor
+    from movinet.models import build, save_checkpoint
+    from movinet.tracking.register import register_evaluated
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("reg", artifact_location=(tmp_path / "art").as_uri())
+    run = client.create_run(experiment)
+    cfg = {"data": {"extract": {"fps": 10, "size": 40}, "crop_size": 32, "num_frames": 4, "frame_stride": 1,
+                    "eval_clips_per_video": 2}, "model": {"frames": None},
+           "register": {"name": "streamy", "metric": "test_acc", "promote": True},
+           "mlflow": {"tracking_uri": uri, "experiment": "reg"}}
+    model_dir = tmp_path / "models" / "video"
+    model_dir.mkdir(parents=True)
+    save_checkpoint(randomize(build("a0", "stream", 2)), model_dir / "model.pt", class_names=["x", "y"],
+                    extra={"config": cfg})
+    (model_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    (model_dir / "run.json").write_text(json.dumps({"mlflow_run_id": run.info.run_id}))
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "video.json").write_text(json.dumps({"test_acc": 0.75, "test_clips": 8}))
+
+    result = register_evaluated(cfg, tmp_path, "video")
+    assert result["version"] == "1" and result["promoted"] and "first champion" in result["promotion"]
+    version = client.get_model_version("streamy", "1")
+    assert version.tags["test_acc"] == "0.75" and version.tags["onnx"] == "yes"
+    mlflow.set_tracking_uri(uri)
+    folder = mlflow.artifacts.download_artifacts("models:/streamy@champion", dst_path=str(tmp_path / "dl"))
+    graphs = list((tmp_path / "dl").rglob("*.onnx"))
+    assert len(graphs) == 1 and onnx.load(str(graphs[0])).graph.input[0].name == "frames"
+    assert folder
+
+    video = tmp_path / "clip.mp4"
+    write_video(video, np.random.default_rng(0).integers(0, 255, (20, 48, 64, 3), dtype=np.uint8), 10, "libx264")
+    predictor = load_predictor("models:/streamy@champion", uri)
+    assert predictor.streaming and predictor.class_names == ["x", "y"]
+    assert len(predictor.predict(video, per_frame=True).timeline) == 20
