@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -193,7 +192,7 @@ def main() -> None:
         print(line, flush=True)
 
     if args.device == "cpu":
-        print(f"\n## Streaming memory (peak RSS, fast path, one process)")
+        print("\n## Streaming memory (peak RSS, fast path, one process)")
         n = args.memory_frames
         print(f"| model | peak after 50 frames MB | peak after {n} MB | ratio | RSS after 50 MB | RSS after {n} MB |")
         print("|---|---|---|---|---|---|")

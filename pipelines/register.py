@@ -4,11 +4,10 @@ register a new version with its test metrics, promote it if better (movinet.trac
     python pipelines/register.py SOURCE    # models/SOURCE + metrics/SOURCE.json -> models/registry/SOURCE.json
 """
 
-import json
-import os
 import sys
 
 from movinet.config import load_params, project_root
+from movinet.files import write_json_atomic
 from movinet.tracking.register import register_evaluated
 
 if __name__ == "__main__":
@@ -16,7 +15,6 @@ if __name__ == "__main__":
     result = register_evaluated(load_params(root), root, sys.argv[1])
     out = root / "models" / "registry" / f"{sys.argv[1]}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".tmp").write_text(json.dumps(result, indent=1))
-    os.replace(out.with_suffix(".tmp"), out)
+    write_json_atomic(out, result)
     print(f"registered {result['name']} v{result['version']} ({result['source']}): "
           f"{result.get('promotion', 'promotion off')}")

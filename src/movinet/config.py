@@ -12,6 +12,8 @@ from pathlib import Path
 
 import yaml
 
+from movinet.files import write_text_atomic
+
 PARAMS_FILE = "params.yaml"
 
 
@@ -44,9 +46,7 @@ def render(params: dict) -> str:
 def write_params(overrides: Sequence[str] = (), root: str | Path | None = None) -> Path:
     root = project_root(root)
     path = root / PARAMS_FILE
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(render(compose(overrides, root)))
-    os.replace(tmp, path)
+    write_text_atomic(path, render(compose(overrides, root)))
     return path
 
 

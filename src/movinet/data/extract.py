@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from movinet.data.video import list_videos, open_reader, probe, resample_indices, resized_shape
+from movinet.files import write_json_atomic
 
 INDEX_FILE = "index.json"
 REPORT_FILE = "extract_report.json"
@@ -49,12 +50,6 @@ class ExtractReport:
 
 class ExtractionError(RuntimeError):
     """Raised in strict mode when any video could not be extracted (the report is still written)."""
-
-
-def write_json_atomic(path: Path, data) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    os.replace(tmp, path)
 
 
 def file_sha256(path: Path) -> str:

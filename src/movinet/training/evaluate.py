@@ -21,6 +21,7 @@ from torchmetrics.functional.classification import (
     multiclass_recall,
 )
 
+from movinet.files import write_text_atomic
 from movinet.models import optimize_for_inference
 from movinet.models.weights import load_checkpoint
 from movinet.training.run import RUN_FILE, datamodule
@@ -71,12 +72,12 @@ def write_evaluation(name: str, metrics: dict, logits: torch.Tensor, labels: tor
                      metrics_dir: Path, plots_dir: Path) -> None:
     """``metrics/<name>.json`` and ``plots/<name>/{confusion,per_class}.csv``, each written atomically."""
     metrics_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(metrics_dir / f"{name}.json", json.dumps(metrics, indent=1))
+    write_text_atomic(metrics_dir / f"{name}.json", json.dumps(metrics, indent=1))
     folder = plots_dir / name
     folder.mkdir(parents=True, exist_ok=True)
     predicted = logits.argmax(1)
     rows = "actual,predicted\n" + "".join(f"{classes[a]},{classes[p]}\n" for a, p in zip(labels.tolist(), predicted.tolist()))
-    _write_atomic(folder / "confusion.csv", rows)
+    write_text_atomic(folder / "confusion.csv", rows)
     table = per_class_table(logits, labels, classes)
     with open(folder / ".per_class.csv.tmp", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(table[0]))
@@ -106,9 +107,3 @@ def evaluate(model_dir: Path, name: str, root: Path, metrics_dir: Path, plots_di
         log_evaluation(client, run_id, {k: v for k, v in metrics.items() if not k.endswith("clips")},
                        matrix, classes, per_class_table(logits, labels, classes))
     return metrics
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 import yaml
 
+from movinet.files import write_json_atomic
 from movinet.config import resolve_path
 from movinet.data.clips import ClipParams
 from movinet.data.dataset import Augment
@@ -192,6 +192,4 @@ def _log_model(client, uri: str, run_id: str, cfg: dict, model_file: Path, num_c
 
 
 def _write_record(out: Path, record: dict) -> None:
-    tmp = out / f".{RUN_FILE}.tmp"
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, out / RUN_FILE)
+    write_json_atomic(out / RUN_FILE, record, sort_keys=False)
