@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from movinet.files import write_text_atomic
 from movinet.models.weights import load_checkpoint
 from movinet.tracking.register import ENSEMBLE_FILE
 from movinet.tracking.runs import PARENT_RUN_ENV, flatten
@@ -56,23 +57,20 @@ def member_config(cfg: dict, offset: int) -> dict:
     return out
 
 
-def parent_run(cfg: dict, root: Path, create: bool = True) -> str:
+def parent_run(cfg: dict, root: Path) -> str:
     """The ensemble's MLflow parent run for this config: the open one every member finds again
-    (made by the first), or for the evaluation (``create=False``) the latest one."""
+    (made by the first)."""
     from mlflow.tracking import MlflowClient
 
     uri = tracking_uri(cfg["mlflow"]["tracking_uri"], root)
     experiment = ensure_experiment(cfg["mlflow"]["experiment"], uri)
     client = MlflowClient(uri)
     key = fingerprint({k: v for k, v in cfg.items() if k != "register"})
-    query = f"tags.`movinet.ensemble` = '{key}'" + (" and attributes.status != 'FINISHED'" if create else "")
+    query = f"tags.`movinet.ensemble` = '{key}' and attributes.status != 'FINISHED'"
     found = with_retry(lambda: client.search_runs([experiment], query, max_results=1,
                                                   order_by=["attributes.start_time DESC"]))
     if found:
         return found[0].info.run_id
-    if not create:
-        raise ValueError(f"no MLflow run of the ensemble {cfg['ensemble']['name']!r} for this config: "
-                         "train its members first (dvc repro train_member)")
     run = with_retry(lambda: client.create_run(experiment, run_name=cfg["ensemble"]["name"],
                                                tags={"movinet.ensemble": key, "movinet.name": cfg["ensemble"]["name"]}))
     params = {k: v for k, v in flatten(cfg).items() if not k.startswith("register.")}
@@ -89,6 +87,25 @@ def train_member(cfg: dict, root: Path, offset: int) -> dict:
         return run_training(member, member_dir(cfg, root, offset), root)
     finally:
         os.environ.pop(PARENT_RUN_ENV, None)
+
+
+def members_parent(cfg: dict, root: Path) -> str:
+    """The parent run the trained members hang under, read from their own runs (not looked up by
+    config, which may have changed in ways that did not retrain them)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri(cfg["mlflow"]["tracking_uri"], root))
+    parents = set()
+    for offset in cfg["ensemble"]["offsets"]:
+        record = member_dir(cfg, root, offset) / RUN_FILE
+        if not record.is_file():
+            raise FileNotFoundError(f"{record} is missing: train the member first (dvc repro train_member)")
+        run = with_retry(lambda: client.get_run(json.loads(record.read_text())["mlflow_run_id"]))
+        parents.add(run.data.tags.get("mlflow.parentRunId"))
+    if len(parents) != 1 or None in parents:
+        raise ValueError(f"the members of {cfg['ensemble']['name']!r} do not share one parent run "
+                         f"({sorted(map(str, parents))}): retrain them together")
+    return parents.pop()
 
 
 def evaluate_ensemble(cfg: dict, root: Path, metrics_dir: Path, plots_dir: Path) -> dict:
@@ -125,11 +142,11 @@ def evaluate_ensemble(cfg: dict, root: Path, metrics_dir: Path, plots_dir: Path)
     write_evaluation(name, metrics, logits, labels_t, classes, metrics_dir, plots_dir)
 
     out = ensemble_dir(cfg, root)
-    run_id = parent_run(cfg, root, create=False)
-    (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    run_id = members_parent(cfg, root)
+    write_text_atomic(out / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
     spec = {"members": [f"members/m{o}/model.pt" for o in offsets], "offsets": offsets, "stride": len(offsets),
             "class_names": classes}
-    (out / ENSEMBLE_FILE).write_text(json.dumps(spec, indent=1))
+    write_text_atomic(out / ENSEMBLE_FILE, json.dumps(spec, indent=1))
     _log_to_parent(cfg, root, run_id, metrics, logits, labels_t, classes)
     _write_record(out, {"mlflow_run_id": run_id, "fingerprint": fingerprint(cfg), "finished": True})
     return metrics
