@@ -98,15 +98,19 @@ def test_register_stream_model_attaches_onnx_and_promotes_first(tmp_path):
     (tmp_path / "metrics").mkdir()
     (tmp_path / "metrics" / "video.json").write_text(json.dumps({"test_acc": 0.75, "test_clips": 8}))
 
+    typo = {**cfg, "register": {**cfg["register"], "metric": "test_acuracy"}}
+    with pytest.raises(ValueError, match="video.json has no 'test_acuracy'"):
+        register_evaluated(typo, tmp_path, "video")
+    assert not client.search_registered_models()  # refused before any version was made
+
     result = register_evaluated(cfg, tmp_path, "video")
     assert result["version"] == "1" and result["promoted"] and "first champion" in result["promotion"]
     version = client.get_model_version("streamy", "1")
     assert version.tags["test_acc"] == "0.75" and version.tags["onnx"] == "yes"
     mlflow.set_tracking_uri(uri)
-    folder = mlflow.artifacts.download_artifacts("models:/streamy@champion", dst_path=str(tmp_path / "dl"))
+    mlflow.artifacts.download_artifacts("models:/streamy@champion", dst_path=str(tmp_path / "dl"))
     graphs = list((tmp_path / "dl").rglob("*.onnx"))
     assert len(graphs) == 1 and onnx.load(str(graphs[0])).graph.input[0].name == "frames"
-    assert folder
 
     video = tmp_path / "clip.mp4"
     write_video(video, np.random.default_rng(0).integers(0, 255, (20, 48, 64, 3), dtype=np.uint8), 10, "libx264")

@@ -63,6 +63,8 @@ def register_evaluated(cfg: dict, root: Path, source: str) -> dict:
     members, offsets, stride = model_parts(model_dir)
     class_names = read_checkpoint(members[0])[0]["class_names"]
     name, metric = cfg["register"]["name"], cfg["register"]["metric"]
+    if cfg["register"]["promote"] and not isinstance(metrics.get(metric), float):  # before any version exists
+        raise ValueError(f"{metrics_file} has no {metric!r} to promote on (register.metric)")
 
     uri = tracking_uri(cfg["mlflow"]["tracking_uri"], root)
     mlflow.set_tracking_uri(uri)
@@ -70,10 +72,9 @@ def register_evaluated(cfg: dict, root: Path, source: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         onnx = _stream_onnx(members, prep.crop_size, Path(tmp))
         with mlflow.start_run(run_id=run_id):
-            info = with_retry(lambda: log_video_model(
-                members, class_names, prep, offsets, stride, registered_model_name=name, onnx=onnx,
-                metadata={"source": source}))
-    version = str(info.registered_model_version)
+            info = with_retry(lambda: log_video_model(  # retried: a locked store at worst logs it twice
+                members, class_names, prep, offsets, stride, onnx=onnx, metadata={"source": source}))
+    version = str(mlflow.register_model(info.model_uri, name).version)  # once: a retry could add a version
     tags = {k: f"{v:.6g}" for k, v in metrics.items() if isinstance(v, float)}
     tags.update({"source": source, "members": str(len(members)), "onnx": "yes" if onnx else "no"})
     for key, value in tags.items():
@@ -81,8 +82,6 @@ def register_evaluated(cfg: dict, root: Path, source: str) -> dict:
     result = {"name": name, "version": version, "source": source, "model_uri": info.model_uri,
               "metrics": {k: v for k, v in metrics.items() if isinstance(v, float)}}
     if cfg["register"]["promote"]:
-        if metric not in tags:
-            raise ValueError(f"{metrics_file} has no {metric!r} to promote on (register.metric)")
         decision = promote(client, name, version, metric)
         result.update(promoted=decision.promoted, promotion=decision.message)
     return result
