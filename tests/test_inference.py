@@ -73,6 +73,14 @@ def test_stream_timeline_last_frame_equals_the_whole_video_as_one_clip(tmp_path)
     assert [r["frame"] for r in base.timeline] == [6, 9, 12, 15, 18, 21, 24]
 
 
+def test_a_video_shorter_than_the_ensemble_is_refused(tmp_path):
+    a, b = build("a0", "base", 3), build("a0", "base", 3)
+    predictor = Predictor([a, b], CLASSES, PREP, offsets=[0, 1], stride=2)
+    with pytest.raises(ValueError, match="one.mp4: video too short"):
+        predictor.predict(_video(tmp_path / "one.mp4", 1), name="one.mp4")
+    assert predictor.predict(np.zeros((2, 48, 64, 3), np.uint8)).frames == 2  # one frame each is enough
+
+
 def test_ensemble_predictor_gives_members_alternating_frames(tmp_path):
     video = _video(tmp_path / "clip.mp4", 40, seed=2)
     a, b = randomize(build("a0", "stream", 3), seed=1), randomize(build("a0", "stream", 3), seed=2)
@@ -99,7 +107,26 @@ def test_bad_videos_get_clear_errors(tmp_path):
         predictor.predict(b"")
     with pytest.raises(ValueError, match=r"\(T, H, W, 3\)"):
         predictor.predict(np.zeros((4, 8, 8), np.uint8))
+    with pytest.raises(ValueError, match=r"\(T, H, W, 3\)"):
+        predictor.predict(np.zeros((4, 0, 8, 3), np.uint8))
     assert not list(Path(__import__("tempfile").gettempdir()).glob("tmp*.video"))  # uploads cleaned up
+
+
+def test_an_upload_that_fails_to_open_leaves_no_temporary_file(tmp_path, monkeypatch):
+    import tempfile
+
+    import movinet.inference.video_input as video_input
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+    def broken_reader(*args, **kwargs):  # probe passes, the resized reader fails (as decord can)
+        raise RuntimeError("DECORDError: cannot allocate")
+
+    data = _video(tmp_path / "src" / "ok.mp4", 10).read_bytes()
+    monkeypatch.setattr(video_input, "open_reader", broken_reader)
+    with pytest.raises(ValueError, match="up.mp4: cannot open video .*DECORDError"):
+        VideoFrames(data, PREP, name="up.mp4")
+    assert not list(tmp_path.glob("*.video"))
 
 
 PEAK_SCRIPT = """

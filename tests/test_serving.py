@@ -2,7 +2,6 @@
 equal offline streaming, and 4xx (never 500) for bad input."""
 
 import io
-import os
 import socket
 import subprocess
 import sys
@@ -23,6 +22,18 @@ from conftest import randomize, write_video
 CLASSES = ["left", "right", "still"]
 CONFIG = {"data": {"extract": {"fps": 10, "size": 40}, "crop_size": 32, "num_frames": 4, "frame_stride": 2,
                    "eval_clips_per_video": 2}, "model": {"frames": None}}
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that claims a size (a decompression bomb needs no pixel data to be refused)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IEND", b""))
 
 
 def free_port() -> int:
@@ -125,6 +136,16 @@ def test_bad_input_is_4xx_with_a_message(server, video):
     assert wrong.status_code == 422 and "uint8" in wrong.json()["detail"]
     junk = requests.post(f"{server}/streams/{key}/frames", data=b"\x93NUMPYjunk", timeout=10)
     assert junk.status_code == 422
+    buf = io.BytesIO()
+    np.save(buf, np.zeros((2, 0, 8, 3), np.uint8))  # no pixels
+    empty = requests.post(f"{server}/streams/{key}/frames", data=buf.getvalue(), timeout=10)
+    assert empty.status_code == 422 and "(2, 0, 8, 3)" in empty.json()["detail"]
+    bomb = requests.post(f"{server}/streams/{key}/frames", data=png_header(40_000, 40_000), timeout=10)
+    assert bomb.status_code == 422 and "too large" in bomb.json()["detail"]
+    huge = requests.post(f"{server}/streams/{key}/frames", data=b"\0" * (600 * 1024), timeout=10)
+    assert huge.status_code == 413 and "0.5 MB" in huge.json()["detail"]
+    chunked = requests.post(f"{server}/streams/{key}/frames", data=iter([b"\0" * (300 * 1024)] * 2), timeout=10)
+    assert chunked.status_code == 413  # no Content-Length: counted while reading
     assert requests.post(f"{server}/streams/nope/frames", data=b"x", timeout=10).status_code == 404
     assert requests.post(f"{server}/streams", params={"fps": -1}, timeout=10).status_code == 422
 

@@ -89,6 +89,9 @@ class Predictor:
                 ) -> Prediction:
         """``source``: a video file, its bytes, or decoded ``(T, H, W, 3)`` uint8 frames."""
         with VideoFrames(source, self.prep, name) as video:
+            if len(video) < len(self.members):  # each member needs at least one frame of its own
+                raise ValueError(f"{video.name}: video too short ({len(video)} frame at the model's rate; "
+                                 f"the {len(self.members)}-member ensemble needs {len(self.members)})")
             starts = evenly_spaced_starts(len(video), self.clip_params, self.prep.clips_per_video) or [0]
             clips = torch.stack([video.clip(self._clip_positions(s, len(video))) for s in starts])
             probabilities = self.clip_probabilities(clips).mean(0).numpy()

@@ -66,13 +66,29 @@ def _decode_frames(body: bytes) -> np.ndarray:
 
         try:
             frames = np.asarray(Image.open(io.BytesIO(body)).convert("RGB"))
+        except Image.DecompressionBombError as exc:
+            raise ValueError(f"image too large ({exc})") from None
         except (UnidentifiedImageError, OSError):
             raise ValueError("the body must be a .npy uint8 array (n, H, W, 3) or one PNG/JPEG image") from None
     if frames.ndim == 3:
         frames = frames[None]
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or not len(frames):
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or 0 in frames.shape:
         raise ValueError(f"frames must be uint8 (n, H, W, 3), got {frames.dtype} {frames.shape}")
     return frames
+
+
+async def _read_body(request: Request, max_bytes: int, max_mb: float) -> bytes:
+    """The request body, refused with 413 as soon as it passes the limit (never read whole first)."""
+    too_large = HTTPException(413, f"body larger than {max_mb:g} MB")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            raise too_large
+    return bytes(body)
 
 
 def create_app(predictor: Predictor, limits: ServerLimits = ServerLimits(), model_uri: str = ""):
@@ -117,11 +133,17 @@ def create_app(predictor: Predictor, limits: ServerLimits = ServerLimits(), mode
     @app.post("/streams", status_code=201)
     def open_stream(fps: float | None = Query(None, gt=0, description="the source's frame rate")) -> dict:
         expire()
+        full = HTTPException(429, f"{limits.max_sessions} sessions are open; close one or wait")
         with registry_lock:
             if len(sessions) >= limits.max_sessions:
-                raise HTTPException(429, f"{limits.max_sessions} sessions are open; close one or wait")
+                raise full
+        with model_lock:  # building a session traces the model: not while others use it or the registry
+            session = _Live(predictor.session(source_fps=fps))
+        with registry_lock:
+            if len(sessions) >= limits.max_sessions:
+                raise full
             key = uuid.uuid4().hex
-            sessions[key] = _Live(predictor.session(source_fps=fps))
+            sessions[key] = session
         return {"id": key, "expires_after_idle_s": limits.session_ttl_s}
 
     def live(key: str) -> _Live:
@@ -135,25 +157,21 @@ def create_app(predictor: Predictor, limits: ServerLimits = ServerLimits(), mode
     @app.post("/streams/{key}/frames")
     async def push_frames(key: str, request: Request, top_k: int = Query(5, ge=1)) -> dict:
         state = live(key)
-        body = await request.body()
-        if len(body) > max_bytes:
-            raise HTTPException(413, f"body larger than {limits.max_upload_mb:g} MB")
-        frames = _decode_frames(body)
+        frames = _decode_frames(await _read_body(request, max_bytes, limits.max_upload_mb))
         if len(frames) > limits.max_frames:
             raise HTTPException(413, f"{len(frames)} frames in one request; the limit is {limits.max_frames}")
 
-        def run():
-            with state.lock, model_lock:
+        def run() -> dict:
+            with state.lock, model_lock:  # the answer is read under the lock that guards the session
                 rows = state.session.push(frames)
                 state.last_used = time.monotonic()
-                return rows
+                out = {"id": key, "frames_received": state.session.received, "new_predictions": len(rows)}
+                if state.session.last is not None:
+                    position, probs = state.session.last
+                    out.update(frame=position, **_answer(predictor, probs, top_k))
+                return out
 
-        rows = await run_in_threadpool(run)
-        out = {"id": key, "frames_received": state.session.received, "new_predictions": len(rows)}
-        if state.session.last is not None:
-            position, probs = state.session.last
-            out.update(frame=position, **_answer(predictor, probs, top_k))
-        return out
+        return await run_in_threadpool(run)
 
     @app.delete("/streams/{key}", status_code=204, response_class=Response)
     def close_stream(key: str):
@@ -166,10 +184,11 @@ def create_app(predictor: Predictor, limits: ServerLimits = ServerLimits(), mode
     return app
 
 
-def serve(model_uri: str, host: str = "127.0.0.1", port: int = 8000, limits: ServerLimits = ServerLimits()) -> None:
+def serve(model_uri: str, host: str = "127.0.0.1", port: int = 8000, limits: ServerLimits = ServerLimits(),
+          tracking_uri: str | None = None) -> None:
     import uvicorn
 
     from movinet.inference.load import load_predictor
 
-    app = create_app(load_predictor(model_uri), limits, model_uri)
+    app = create_app(load_predictor(model_uri, tracking_uri), limits, model_uri)
     uvicorn.run(app, host=host, port=port, log_level="info")

@@ -61,7 +61,7 @@ class VideoFrames:
         self._tmp: str | None = None
         self._array: np.ndarray | None = None
         if isinstance(source, np.ndarray):  # decoded frames (T, H, W, 3) uint8, already at the rate
-            if source.ndim != 4 or source.shape[-1] != 3 or len(source) == 0:
+            if source.ndim != 4 or source.shape[-1] != 3 or 0 in source.shape:
                 raise ValueError(f"decoded frames must be a non-empty (T, H, W, 3) array, got {source.shape}")
             self.name = name or "frames"
             self._array = source
@@ -82,13 +82,15 @@ class VideoFrames:
                 raise FileNotFoundError(f"{path}: no such video file")
         try:
             info = probe(path)
-        except ValueError as exc:  # name the upload, not our temporary file
+            self.fps = float(prep.fps) if prep.fps and prep.fps < info.fps else info.fps
+            height, width = resized_shape(info.height, info.width, prep.size)
+            self._reader = open_reader(path, width=width, height=height)
+            self.indices = resample_indices(info.frames, info.fps, prep.fps)
+        except Exception as exc:  # never leave the upload's temporary file behind; name the upload
             self.close()
-            raise ValueError(str(exc).replace(str(path), self.name)) from None
-        self.fps = float(prep.fps) if prep.fps and prep.fps < info.fps else info.fps
-        height, width = resized_shape(info.height, info.width, prep.size)
-        self._reader = open_reader(path, width=width, height=height)
-        self.indices = resample_indices(info.frames, info.fps, prep.fps)
+            if isinstance(exc, (ValueError, FileNotFoundError)):
+                raise ValueError(str(exc).replace(str(path), self.name)) from None
+            raise ValueError(f"{self.name}: cannot open video ({str(exc).splitlines()[0][:200]})") from exc
 
     def __len__(self) -> int:
         return len(self.indices)
