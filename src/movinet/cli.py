@@ -183,10 +183,13 @@ def _predict(args: argparse.Namespace) -> int:
     import json
 
     from movinet.inference.load import load_predictor
+    from movinet.tracking.store import tracking_uri
 
     try:
-        predictor = load_predictor(args.model)
+        predictor = load_predictor(args.model, tracking_uri())
         videos = _video_args(args.videos)
+        if not videos:
+            raise ValueError(f"no videos in {', '.join(args.videos)}")
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -218,9 +221,10 @@ def _predict(args: argparse.Namespace) -> int:
 def _stream(args: argparse.Namespace) -> int:
     from movinet.inference.live import av_frames, paced
     from movinet.inference.load import load_predictor
+    from movinet.tracking.store import tracking_uri
 
     try:
-        predictor = load_predictor(args.model)
+        predictor = load_predictor(args.model, tracking_uri())
         fps, frames = av_frames(args.source)
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -252,11 +256,12 @@ def _stream(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from movinet.inference.server import ServerLimits, serve
+    from movinet.tracking.store import tracking_uri
 
     limits = ServerLimits(max_upload_mb=args.max_upload_mb, max_frames=args.max_frames,
                           session_ttl_s=args.session_ttl, max_sessions=args.max_sessions)
     try:
-        serve(args.model, args.host, args.port, limits)
+        serve(args.model, args.host, args.port, limits, tracking_uri())
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -14,6 +14,8 @@ from movinet.inference.video_input import Preprocessing
 
 
 def load_predictor(uri: str, tracking_uri: str | None = None) -> Predictor:
+    """``tracking_uri``: the store that resolves ``models:/`` and ``runs:/`` (MLflow's own default when
+    None); the caller picks it, so inference stays independent of the tracking package."""
     path = Path(uri)
     if path.suffix == ".pt" and path.is_file():
         from movinet.models.weights import read_checkpoint
@@ -25,9 +27,8 @@ def load_predictor(uri: str, tracking_uri: str | None = None) -> Predictor:
         return Predictor.from_checkpoints([path], Preprocessing.from_config(config))
     import mlflow
 
-    from movinet.tracking.store import tracking_uri as default_uri
-
-    mlflow.set_tracking_uri(tracking_uri or default_uri())
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
     try:
         model = mlflow.pyfunc.load_model(uri)
     except Exception as exc:  # MlflowException / OSError: name what was asked for
