@@ -47,7 +47,7 @@ def random_resized_crop(clip: torch.Tensor, size: int, scale, ratio, rng: random
     else:
         ch = cw = min(h, w)
         top, left = (h - ch) // 2, (w - cw) // 2
-    return _resize(clip[:, :, top : top + ch, left : left + cw], (size, size))
+    return resize_clip(clip[:, :, top : top + ch, left : left + cw], (size, size))
 
 
 def center_crop(clip: torch.Tensor, size: int) -> torch.Tensor:
@@ -55,13 +55,14 @@ def center_crop(clip: torch.Tensor, size: int) -> torch.Tensor:
     _, _, h, w = clip.shape
     if min(h, w) != size:
         scale = size / min(h, w)
-        clip = _resize(clip, (max(size, round(h * scale)), max(size, round(w * scale))))
+        clip = resize_clip(clip, (max(size, round(h * scale)), max(size, round(w * scale))))
         _, _, h, w = clip.shape
     top, left = (h - size) // 2, (w - size) // 2
     return clip[:, :, top : top + size, left : left + size]
 
 
-def _resize(clip: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def resize_clip(clip: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``(C, T, H, W)`` to ``size`` (antialiased bilinear: the one resize of training and inference)."""
     if tuple(clip.shape[-2:]) == size:
         return clip
     # (C, T, H, W): frames are the batch of a 2-D resize.

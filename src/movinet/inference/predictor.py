@@ -44,8 +44,13 @@ class Prediction:
         return self.class_names[int(self.probabilities.argmax())]
 
     def top(self, k: int = 5) -> list[tuple[str, float]]:
-        order = np.argsort(-self.probabilities, kind="stable")[:k]
-        return [(self.class_names[i], float(self.probabilities[i])) for i in order]
+        return top_classes(self.probabilities, self.class_names, k)
+
+
+def top_classes(probabilities: np.ndarray, class_names: list[str], k: int) -> list[tuple[str, float]]:
+    """The ``k`` most likely classes, best first (ties in class order)."""
+    order = np.argsort(-probabilities, kind="stable")[:k]
+    return [(class_names[i], float(probabilities[i])) for i in order]
 
 
 class Predictor:
@@ -145,7 +150,7 @@ class StreamSession:
             self._states = [m.init_state() for m in self._models]
             self._latest: list[torch.Tensor | None] = [None] * len(self._models)
         else:
-            self._buffer: deque[torch.Tensor] = deque(maxlen=prep.span)
+            self._buffer: deque[torch.Tensor] = deque(maxlen=predictor.clip_params.span)
 
     def push(self, frames: np.ndarray) -> list[tuple[int, np.ndarray]]:
         from movinet.inference.video_input import prepare_frames
@@ -188,7 +193,7 @@ class StreamSession:
                 probs = torch.softmax(torch.stack(self._latest).mean(0), dim=1)[0].numpy()
             else:
                 self._buffer.append(frame)
-                span = p.prep.span
+                span = p.clip_params.span
                 if position < span - 1 or (position - span + 1) % max(1, span // 2):
                     continue
                 clip = torch.cat(list(self._buffer), dim=1)[:, :: p.prep.frame_stride]

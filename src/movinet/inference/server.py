@@ -22,7 +22,7 @@ from fastapi import FastAPI, HTTPException, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from movinet.inference.predictor import Prediction, Predictor, StreamSession
+from movinet.inference.predictor import Prediction, Predictor, StreamSession, top_classes
 
 
 @dataclass(frozen=True)
@@ -41,8 +41,7 @@ class _Live:
 
 
 def _answer(predictor: Predictor, probs: np.ndarray, top_k: int) -> dict:
-    order = np.argsort(-probs, kind="stable")[:top_k]
-    top = [{"label": predictor.class_names[i], "probability": round(float(probs[i]), 6)} for i in order]
+    top = [{"label": name, "probability": round(p, 6)} for name, p in top_classes(probs, predictor.class_names, top_k)]
     return {"label": top[0]["label"], "score": top[0]["probability"], "top": top}
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from movinet.data.dataset import center_crop
+from movinet.data.dataset import center_crop, resize_clip
 from movinet.data.video import open_reader, probe, resample_indices, resized_shape
 
 BATCH = 32  # frames per decode call
@@ -46,10 +46,6 @@ class Preprocessing:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-    @property
-    def span(self) -> int:
-        return (self.num_frames - 1) * self.frame_stride + 1
 
 
 class VideoFrames:
@@ -137,16 +133,8 @@ def prepare_frames(frames: np.ndarray, prep: Preprocessing, resize: bool = True)
     (``resize``: frames not decoded by decord at that size), then the evaluation center crop."""
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float().div_(255.0)
     if resize and prep.size and min(x.shape[-2:]) > prep.size:
-        x = _short_side(x, prep.size)  # keep the aspect, as the extraction does
+        x = resize_clip(x, resized_shape(x.shape[-2], x.shape[-1], prep.size))  # the extraction's aspect
     return center_crop(x, prep.crop_size).contiguous()
-
-
-def _short_side(x: torch.Tensor, size: int) -> torch.Tensor:
-    import torch.nn.functional as F
-
-    h, w = resized_shape(x.shape[-2], x.shape[-1], size)
-    out = F.interpolate(x.permute(1, 0, 2, 3), size=(h, w), mode="bilinear", align_corners=False, antialias=True)
-    return out.permute(1, 0, 2, 3)
 
 
 def read_video_arg(value: str) -> bytes | str:
