@@ -311,6 +311,8 @@ def test_mlflow_models_serve_answers_a_base64_video(project):
         bad = requests.post(f"{url}/invocations", json={"dataframe_records": [{"video": "bm90IGEgdmlkZW8="}]},
                             timeout=60)
         assert bad.status_code == 400 and "row 0" in bad.text
+        path = requests.post(f"{url}/invocations", json={"dataframe_records": [{"video": str(video)}]}, timeout=60)
+        assert path.status_code == 400 and "must be the base64" in path.text  # no server files by path
     finally:
         proc.terminate()
         proc.wait(timeout=30)

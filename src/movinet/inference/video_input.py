@@ -137,14 +137,17 @@ def prepare_frames(frames: np.ndarray, prep: Preprocessing, resize: bool = True)
     return center_crop(x, prep.crop_size).contiguous()
 
 
-def read_video_arg(value: str) -> bytes | str:
-    """A ``video`` input value of the served model: a path that exists, else base64 of the file."""
+def read_video_arg(value: str, allow_paths: bool = True) -> bytes | str:
+    """A ``video`` input value of the video model: a path that exists (when ``allow_paths``), else
+    base64 of the file. Behind an HTTP endpoint paths are off: a client must not read, or probe for,
+    the server's files."""
     import base64
     import binascii
 
-    if len(value) < 4096 and os.path.isfile(value):
+    if allow_paths and len(value) < 4096 and os.path.isfile(value):
         return value
     try:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
-        raise ValueError("video must be a path to an existing file or the base64 of a video file") from None
+        what = "a path to an existing file or the base64" if allow_paths else "the base64"
+        raise ValueError(f"video must be {what} of a video file") from None

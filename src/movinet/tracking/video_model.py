@@ -1,8 +1,8 @@
 """The deployable model: one MLflow pyfunc that takes videos and answers class probabilities.
 
 Input: a DataFrame (or list) with a ``video`` column, each value a path to a video file or the
-base64 of one (what ``/invocations`` receives). Params: ``per_frame`` (add a JSON timeline per
-video), ``top_k``. Output: one row per video: ``label``, ``score``, ``top_k`` (JSON), then one
+base64 of one (what ``/invocations`` receives; paths are refused there, see ``paths_allowed``).
+Params: ``per_frame`` (add a JSON timeline per video), ``top_k``. Output: one row per video: ``label``, ``score``, ``top_k`` (JSON), then one
 probability column per class, and ``per_frame`` on request. Decoded frames go to the
 ``Predictor`` itself: ``model.unwrap_python_model().predictor.predict(frames)``.
 
@@ -13,6 +13,7 @@ preprocessing config, class names, ensemble offsets) and, for a stream model, it
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import mlflow
@@ -22,6 +23,14 @@ from movinet.tracking.models import PACKAGE_DIR, pip_requirements
 
 INFERENCE_FILE = "inference.json"
 RESERVED = ("video", "label", "score", "top_k", "per_frame")
+
+
+def paths_allowed() -> bool:
+    """File paths as input in a Python session, not behind ``mlflow models serve`` (which sets
+    ``_MLFLOW_IS_IN_SERVING_ENVIRONMENT``); ``MOVINET_SERVE_PATHS=1`` allows them there too."""
+    if os.environ.get("MOVINET_SERVE_PATHS") == "1":
+        return True
+    return os.environ.get("_MLFLOW_IS_IN_SERVING_ENVIRONMENT", "").lower() not in ("true", "1")
 
 
 class VideoModel(mlflow.pyfunc.PythonModel):
@@ -42,6 +51,7 @@ class VideoModel(mlflow.pyfunc.PythonModel):
         from movinet.inference.video_input import read_video_arg
 
         params = params or {}
+        allow_paths = paths_allowed()
         per_frame, top_k = bool(params.get("per_frame", False)), int(params.get("top_k", 5))
         if isinstance(model_input, pd.DataFrame):
             if "video" not in model_input.columns:
@@ -54,7 +64,7 @@ class VideoModel(mlflow.pyfunc.PythonModel):
             try:
                 if not isinstance(value, str):
                     raise ValueError("expected a string (path or base64)")
-                source = read_video_arg(value)
+                source = read_video_arg(value, allow_paths)
                 name = source if isinstance(source, str) else f"video {i}"
                 result = self.predictor.predict(source, per_frame=per_frame, name=name)
             except (ValueError, FileNotFoundError) as exc:
