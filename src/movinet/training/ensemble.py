@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from movinet.files import write_text_atomic
+from movinet.files import write_json_atomic, write_text_atomic
 from movinet.models.weights import load_checkpoint
 from movinet.tracking.register import ENSEMBLE_FILE
 from movinet.tracking.runs import PARENT_RUN_ENV, flatten
@@ -146,7 +146,7 @@ def evaluate_ensemble(cfg: dict, root: Path, metrics_dir: Path, plots_dir: Path)
     write_text_atomic(out / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
     spec = {"members": [f"members/m{o}/model.pt" for o in offsets], "offsets": offsets, "stride": len(offsets),
             "class_names": classes}
-    write_text_atomic(out / ENSEMBLE_FILE, json.dumps(spec, indent=1))
+    write_json_atomic(out / ENSEMBLE_FILE, spec, sort_keys=False)
     _log_to_parent(cfg, root, run_id, metrics, logits, labels_t, classes)
     _write_record(out, {"mlflow_run_id": run_id, "fingerprint": fingerprint(cfg), "finished": True})
     return metrics

@@ -8,8 +8,8 @@ confusion template) and ``plots/<name>/per_class.csv`` (precision, recall, suppo
 from __future__ import annotations
 
 import csv
+import io
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -21,7 +21,7 @@ from torchmetrics.functional.classification import (
     multiclass_recall,
 )
 
-from movinet.files import write_text_atomic
+from movinet.files import write_json_atomic, write_text_atomic
 from movinet.models import optimize_for_inference
 from movinet.models.weights import load_checkpoint
 from movinet.training.run import RUN_FILE, datamodule
@@ -72,18 +72,18 @@ def write_evaluation(name: str, metrics: dict, logits: torch.Tensor, labels: tor
                      metrics_dir: Path, plots_dir: Path) -> None:
     """``metrics/<name>.json`` and ``plots/<name>/{confusion,per_class}.csv``, each written atomically."""
     metrics_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(metrics_dir / f"{name}.json", json.dumps(metrics, indent=1))
+    write_json_atomic(metrics_dir / f"{name}.json", metrics, sort_keys=False)
     folder = plots_dir / name
     folder.mkdir(parents=True, exist_ok=True)
     predicted = logits.argmax(1)
     rows = "actual,predicted\n" + "".join(f"{classes[a]},{classes[p]}\n" for a, p in zip(labels.tolist(), predicted.tolist()))
     write_text_atomic(folder / "confusion.csv", rows)
     table = per_class_table(logits, labels, classes)
-    with open(folder / ".per_class.csv.tmp", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(table[0]))
-        writer.writeheader()
-        writer.writerows(table)
-    os.replace(folder / ".per_class.csv.tmp", folder / "per_class.csv")
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(table[0]))
+    writer.writeheader()
+    writer.writerows(table)
+    write_text_atomic(folder / "per_class.csv", text.getvalue())
 
 
 def evaluate(model_dir: Path, name: str, root: Path, metrics_dir: Path, plots_dir: Path) -> dict:

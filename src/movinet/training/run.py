@@ -18,11 +18,11 @@ import numpy as np
 import torch
 import yaml
 
-from movinet.files import write_json_atomic
 from movinet.config import resolve_path
 from movinet.data.clips import ClipParams
 from movinet.data.dataset import Augment
 from movinet.data.datamodule import ClipDataModule
+from movinet.files import write_json_atomic
 from movinet.models import build, load_pretrained, save_checkpoint
 from movinet.models.weights import read_checkpoint
 from movinet.tracking.runs import flatten, run_tags
