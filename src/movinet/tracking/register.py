@@ -63,7 +63,8 @@ def register_evaluated(cfg: dict, root: Path, source: str) -> dict:
     members, offsets, stride = model_parts(model_dir)
     class_names = read_checkpoint(members[0])[0]["class_names"]
     name, metric = cfg["register"]["name"], cfg["register"]["metric"]
-    if cfg["register"]["promote"] and not isinstance(metrics.get(metric), float):  # before any version exists
+    scores = {k: v for k, v in metrics.items() if isinstance(v, float)}
+    if cfg["register"]["promote"] and metric not in scores:  # before any version exists
         raise ValueError(f"{metrics_file} has no {metric!r} to promote on (register.metric)")
 
     uri = tracking_uri(cfg["mlflow"]["tracking_uri"], root)
@@ -75,12 +76,12 @@ def register_evaluated(cfg: dict, root: Path, source: str) -> dict:
             info = with_retry(lambda: log_video_model(  # retried: a locked store at worst logs it twice
                 members, class_names, prep, offsets, stride, onnx=onnx, metadata={"source": source}))
     version = str(mlflow.register_model(info.model_uri, name).version)  # once: a retry could add a version
-    tags = {k: f"{v:.6g}" for k, v in metrics.items() if isinstance(v, float)}
+    tags = {k: f"{v:.6g}" for k, v in scores.items()}
     tags.update({"source": source, "members": str(len(members)), "onnx": "yes" if onnx else "no"})
     for key, value in tags.items():
         with_retry(lambda: client.set_model_version_tag(name, version, key, value))
     result = {"name": name, "version": version, "source": source, "model_uri": info.model_uri,
-              "metrics": {k: v for k, v in metrics.items() if isinstance(v, float)}}
+              "metrics": scores}
     if cfg["register"]["promote"]:
         decision = promote(client, name, version, metric)
         result.update(promoted=decision.promoted, promotion=decision.message)

@@ -2,9 +2,10 @@
 
 Input: a DataFrame (or list) with a ``video`` column, each value a path to a video file or the
 base64 of one (what ``/invocations`` receives; paths are refused there, see ``paths_allowed``).
-Params: ``per_frame`` (add a JSON timeline per video), ``top_k``. Output: one row per video: ``label``, ``score``, ``top_k`` (JSON), then one
-probability column per class, and ``per_frame`` on request. Decoded frames go to the
-``Predictor`` itself: ``model.unwrap_python_model().predictor.predict(frames)``.
+Params: ``per_frame`` (add a JSON timeline per video), ``top_k``. Output: one row per video:
+``label``, ``score``, ``top_k`` (JSON), then one probability column per class, and ``per_frame``
+on request. Decoded frames go to the ``Predictor`` itself:
+``model.unwrap_python_model().predictor.predict(frames)``.
 
 Artifacts: the member checkpoints (one, or two for a temporal ensemble), ``inference.json`` (the
 preprocessing config, class names, ensemble offsets) and, for a stream model, its ONNX export.
