@@ -109,6 +109,8 @@ def test_bad_videos_get_clear_errors(tmp_path):
         predictor.predict(np.zeros((4, 8, 8), np.uint8))
     with pytest.raises(ValueError, match=r"\(T, H, W, 3\)"):
         predictor.predict(np.zeros((4, 0, 8, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"uint8 \(n, H, W, 3\), got uint8 \(1, 0, 8, 3\)"):
+        predictor.session().push(np.zeros((1, 0, 8, 3), np.uint8))  # a stream refuses frames with no pixels
     assert not list(Path(__import__("tempfile").gettempdir()).glob("tmp*.video"))  # uploads cleaned up
 
 

@@ -24,7 +24,7 @@ import torch
 
 from movinet.data.clips import ClipParams, evenly_spaced_starts
 from movinet.inference.ensemble import TemporalEnsemble
-from movinet.inference.video_input import Preprocessing, VideoFrames
+from movinet.inference.video_input import Preprocessing, VideoFrames, frame_batch, prepare_frames
 from movinet.models import MoViNet, optimize_for_inference
 from movinet.models.fast import TracedStream
 from movinet.models.weights import load_checkpoint
@@ -153,13 +153,7 @@ class StreamSession:
             self._buffer: deque[torch.Tensor] = deque(maxlen=predictor.clip_params.span)
 
     def push(self, frames: np.ndarray) -> list[tuple[int, np.ndarray]]:
-        from movinet.inference.video_input import prepare_frames
-
-        frames = np.asarray(frames)
-        if frames.ndim == 3:
-            frames = frames[None]
-        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-            raise ValueError(f"frames must be uint8 (n, H, W, 3), got {frames.dtype} {frames.shape}")
+        frames = frame_batch(frames)
         keep = []
         for frame in frames:
             if self.received == self._next_keep:

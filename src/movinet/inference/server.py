@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from movinet.inference.predictor import Prediction, Predictor, StreamSession, top_classes
+from movinet.inference.video_input import frame_batch
 
 
 @dataclass(frozen=True)
@@ -69,11 +70,7 @@ def _decode_frames(body: bytes) -> np.ndarray:
             raise ValueError(f"image too large ({exc})") from None
         except (UnidentifiedImageError, OSError):
             raise ValueError("the body must be a .npy uint8 array (n, H, W, 3) or one PNG/JPEG image") from None
-    if frames.ndim == 3:
-        frames = frames[None]
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or 0 in frames.shape:
-        raise ValueError(f"frames must be uint8 (n, H, W, 3), got {frames.dtype} {frames.shape}")
-    return frames
+    return frame_batch(frames)  # checked here too: the frame limit counts them before the session runs
 
 
 async def _read_body(request: Request, max_bytes: int, max_mb: float) -> bytes:

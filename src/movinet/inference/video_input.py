@@ -128,6 +128,16 @@ class VideoFrames:
             yield int(chunk[0]), self.clip(chunk)
 
 
+def frame_batch(frames) -> np.ndarray:
+    """Frames pushed to a stream: one ``(H, W, 3)`` or several ``(n, H, W, 3)``, uint8, with pixels."""
+    frames = np.asarray(frames)
+    if frames.ndim == 3:
+        frames = frames[None]
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or 0 in frames.shape:
+        raise ValueError(f"frames must be uint8 (n, H, W, 3), got {frames.dtype} {frames.shape}")
+    return frames
+
+
 def prepare_frames(frames: np.ndarray, prep: Preprocessing, resize: bool = True) -> torch.Tensor:
     """uint8 ``(T, H, W, 3)`` -> float ``(3, T, crop, crop)``: the short side to the cache's ``size``
     (``resize``: frames not decoded by decord at that size), then the evaluation center crop."""
