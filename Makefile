@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # first and keep it pinned with a constraint for everything after.
 TORCH ?= torch==2.13.0
 
-.PHONY: install test demo bench clean mlflow-ui
+.PHONY: install lint format test demo bench clean mlflow-ui
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -20,7 +20,16 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-test: install
+# Style first (ruff lint + format check, configured in pyproject.toml), then the suite.
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+test: lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 # The whole pipeline on the generated demo data, then where to look.

@@ -50,8 +50,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)  # one worker
     height, width = args.size, 2 * round(args.size * 2 / 3)  # yuv420p needs even sizes
-    print(f"# movinet data speed: {args.videos} h264 videos x {args.frames} frames at {width}x{height}, "
-          f"T={args.num_frames}, 1 thread")
+    print(
+        f"# movinet data speed: {args.videos} h264 videos x {args.frames} frames at {width}x{height}, "
+        f"T={args.num_frames}, 1 thread"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "videos").mkdir()
@@ -98,10 +100,14 @@ def main() -> None:
 
     print("\n| measure | value | baseline | ratio | target |")
     print("|---|---|---|---|---|")
-    print(f"| clips/s from the cache (T={args.num_frames}, {args.size}², 1 worker) | {cache_cps:.0f} | "
-          f"{decode_cps:.1f} (decord per clip) | {cache_cps / decode_cps:.1f}x | >= 10x and >= 300 clips/s |")
-    print(f"| extraction frames/s (decode + resize + write) | {extract_fps:.0f} | {raw_fps:.0f} "
-          f"(decord raw decode) | {extract_fps / raw_fps:.2f} | >= 0.5 |")
+    print(
+        f"| clips/s from the cache (T={args.num_frames}, {args.size}², 1 worker) | {cache_cps:.0f} | "
+        f"{decode_cps:.1f} (decord per clip) | {cache_cps / decode_cps:.1f}x | >= 10x and >= 300 clips/s |"
+    )
+    print(
+        f"| extraction frames/s (decode + resize + write) | {extract_fps:.0f} | {raw_fps:.0f} "
+        f"(decord raw decode) | {extract_fps / raw_fps:.2f} | >= 0.5 |"
+    )
 
 
 if __name__ == "__main__":

@@ -115,9 +115,14 @@ def main() -> None:
 
         url, server = start_server(predictor)
         try:
+
             def upload(per_frame: bool):
-                answer = requests.post(f"{url}/predict", params={"per_frame": per_frame},
-                                       files={"video": ("clip.mp4", data, "video/mp4")}, timeout=600)
+                answer = requests.post(
+                    f"{url}/predict",
+                    params={"per_frame": per_frame},
+                    files={"video": ("clip.mp4", data, "video/mp4")},
+                    timeout=600,
+                )
                 answer.raise_for_status()
 
             chunks = []
@@ -139,20 +144,27 @@ def main() -> None:
             server.should_exit = True
 
     per = lambda seconds: seconds / n * 1e3  # noqa: E731 - ms per frame
-    print(f"## Inference ({args.arch.upper()} stream, {n} frames 320x240 h264 -> {args.size}^2, "
-          f"{args.threads} threads)")
+    print(
+        f"## Inference ({args.arch.upper()} stream, {n} frames 320x240 h264 -> {args.size}^2, {args.threads} threads)"
+    )
     print("| path | total s | ms/frame | baseline | ratio |")
     print("|---|---|---|---|---|")
     print(f"| decode + resize + crop only | {t_decode:.2f} | {per(t_decode):.2f} | | |")
     print(f"| traced stream step only | {t_model:.2f} | {per(t_model):.2f} | | |")
-    print(f"| `predict(per_frame=True)` | {t_timeline:.2f} | {per(t_timeline):.2f} | decode + step "
-          f"{per(t_decode + t_model):.2f} ms | {t_timeline / (t_decode + t_model):.2f} |")
+    print(
+        f"| `predict(per_frame=True)` | {t_timeline:.2f} | {per(t_timeline):.2f} | decode + step "
+        f"{per(t_decode + t_model):.2f} ms | {t_timeline / (t_decode + t_model):.2f} |"
+    )
     print(f"| `predict()` (4 clips) | {t_video:.2f} | | | |")
     print(f"| `POST /predict` | {s_video:.2f} | | in-process {t_video:.2f} s | {s_video / t_video:.2f} |")
-    print(f"| `POST /predict?per_frame=true` | {s_timeline:.2f} | {per(s_timeline):.2f} | in-process "
-          f"{t_timeline:.2f} s | {s_timeline / t_timeline:.2f} |")
-    print(f"| session, 16-frame `.npy` chunks over HTTP | {s_session:.2f} | {per(s_session):.2f} | "
-          f"in-process `push` {per(t_session):.2f} ms | {s_session / t_session:.2f} |")
+    print(
+        f"| `POST /predict?per_frame=true` | {s_timeline:.2f} | {per(s_timeline):.2f} | in-process "
+        f"{t_timeline:.2f} s | {s_timeline / t_timeline:.2f} |"
+    )
+    print(
+        f"| session, 16-frame `.npy` chunks over HTTP | {s_session:.2f} | {per(s_session):.2f} | "
+        f"in-process `push` {per(t_session):.2f} ms | {s_session / t_session:.2f} |"
+    )
 
 
 if __name__ == "__main__":

@@ -150,8 +150,7 @@ def stream_memory(arch: str, frames: int, threads: int) -> dict:
     code = _MEMORY_CHILD.format(arch=arch, frames=frames, threads=threads)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     peak50, rss50, peak_n, rss_n = (int(v) / 1024 for v in out.stdout.split())
-    return {"peak_50": peak50, "peak_n": peak_n, "rss_50": rss50, "rss_n": rss_n,
-            "ratio": peak_n / peak50}
+    return {"peak_50": peak50, "peak_n": peak_n, "rss_50": rss50, "rss_n": rss_n, "ratio": peak_n / peak50}
 
 
 def main() -> None:
@@ -174,9 +173,11 @@ def main() -> None:
     for arch in ("a0", "a2"):
         r = clip_latency(arch, args.frames, args.repeats, args.device)
         res = SPECS[arch].resolution
-        print(f"| {arch.upper()} base | {args.frames}x{res}^2 | {r['gmacs']:.2f} | {r['eager_s']:.3f} | "
-              f"{r['fast_s']:.3f} | {r['eager_s'] / r['fast_s']:.2f}x | {r['gmacs'] / r['fast_s']:.1f} |"
-              + (f" bf16 autocast {r['fast_bf16_s']:.4f} s |" if "fast_bf16_s" in r else ""))
+        print(
+            f"| {arch.upper()} base | {args.frames}x{res}^2 | {r['gmacs']:.2f} | {r['eager_s']:.3f} | "
+            f"{r['fast_s']:.3f} | {r['eager_s'] / r['fast_s']:.2f}x | {r['gmacs'] / r['fast_s']:.1f} |"
+            + (f" bf16 autocast {r['fast_bf16_s']:.4f} s |" if "fast_bf16_s" in r else "")
+        )
 
     print("\n## Stream per-frame latency (one frame per call, state carried)")
     header = "| model | res | GMAC/frame | eager ms | fast ms | traced ms | speed-up (traced) | traced GMAC/s |"
@@ -184,9 +185,11 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|" + ("---|" if args.device == "cpu" else ""))
     for arch in ("a0", "a1", "a2"):
         r = stream_latency(arch, args.frames, args.device)
-        line = (f"| {arch.upper()} stream | {SPECS[arch].resolution} | {r['gmacs_frame']:.3f} | "
-                f"{r['eager_ms']:.2f} | {r['fast_ms']:.2f} | {r['traced_ms']:.2f} | "
-                f"{r['eager_ms'] / r['traced_ms']:.2f}x | {r['gmacs_frame'] / r['traced_ms'] * 1e3:.1f} |")
+        line = (
+            f"| {arch.upper()} stream | {SPECS[arch].resolution} | {r['gmacs_frame']:.3f} | "
+            f"{r['eager_ms']:.2f} | {r['fast_ms']:.2f} | {r['traced_ms']:.2f} | "
+            f"{r['eager_ms'] / r['traced_ms']:.2f}x | {r['gmacs_frame'] / r['traced_ms'] * 1e3:.1f} |"
+        )
         if "onnxruntime_ms" in r:
             line += f" {r['onnxruntime_ms']:.2f} |"
         print(line, flush=True)
@@ -198,8 +201,11 @@ def main() -> None:
         print("|---|---|---|---|---|---|")
         for arch in ("a0", "a2"):
             r = stream_memory(arch, n, args.threads)
-            print(f"| {arch.upper()} stream | {r['peak_50']:.1f} | {r['peak_n']:.1f} | {r['ratio']:.3f} | "
-                  f"{r['rss_50']:.1f} | {r['rss_n']:.1f} |", flush=True)
+            print(
+                f"| {arch.upper()} stream | {r['peak_50']:.1f} | {r['peak_n']:.1f} | {r['ratio']:.3f} | "
+                f"{r['rss_50']:.1f} | {r['rss_n']:.1f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -20,13 +20,14 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from movinet.config import compose
+from movinet.config import Config, compose, to_config
+from movinet.data.datamodule import ClipDataModule
 from movinet.data.demo import DemoConfig, make_demo_data
 from movinet.data.extract import extract_videos
 from movinet.data.ingest import ingest_labels
 from movinet.models import build
 from movinet.training.optim import build_optimizer, warmup_cosine
-from movinet.training.run import datamodule, run_training
+from movinet.training.run import run_training
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,24 +46,24 @@ class StepTimer(L.Callback):
             self.end = time.perf_counter()
 
 
-def bare_loop(cfg: dict, root: Path, steps: int, warmup: int) -> float:
-    torch.manual_seed(cfg["seed"])
-    data = datamodule(cfg, root)
+def bare_loop(cfg: Config, root: Path, steps: int, warmup: int) -> float:
+    torch.manual_seed(cfg.seed)
+    data = ClipDataModule.from_config(cfg, root)
     data.setup()
-    model = build(cfg["model"]["arch"], cfg["model"]["variant"], len(data.classes), cfg["model"]["dropout"])
-    model.set_bn_momentum(cfg["model"]["bn_momentum"])
+    model = build(cfg.model.arch, cfg.model.variant.value, len(data.classes), cfg.model.dropout)
+    model.set_bn_momentum(cfg.model.bn_momentum)
     model.train()
-    optimizer = build_optimizer(model.parameters(), cfg["optim"])
-    schedule = warmup_cosine(optimizer, cfg["optim"]["warmup_steps"], steps)
+    optimizer = build_optimizer(model.parameters(), cfg.optim)
+    schedule = warmup_cosine(optimizer, cfg.optim.warmup_steps, steps)
     step, clips, start = 0, 0, None
     while step < steps:
         for x, y in data.train_dataloader():
             if step == warmup:
                 start = time.perf_counter()
-            loss = F.cross_entropy(model(x), y, label_smoothing=cfg["train"]["label_smoothing"])
+            loss = F.cross_entropy(model(x), y, label_smoothing=cfg.train.label_smoothing)
             optimizer.zero_grad()
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["train"]["grad_clip"])
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.trainer.gradient_clip_val)
             optimizer.step()
             schedule.step()
             step += 1
@@ -82,26 +83,39 @@ def main() -> None:
         root = Path(tmp)
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
         make_demo_data(root / "demo", DemoConfig(videos=24))
-        cfg = compose(root=ROOT)
-        data = cfg["data"]
-        data.update(frames_dir=str(root / "frames"), labels_dir=str(root / "labels"))
-        extract_videos(root / "demo" / "videos", root / "frames", fps=data["extract"]["fps"],
-                       size=data["extract"]["size"], progress=False)
-        ingest_labels(root / "demo" / "labels.csv", root / "frames", root / "labels",
-                      interpolation="nearest", on_error="skip")
-        cfg["train"].update(steps=args.steps, eval_interval=10 * args.steps)
-        torch.set_num_threads(cfg["trainer"]["threads"])
+        cfg = to_config(
+            compose(
+                [
+                    f"data.extract.out_dir={root / 'frames'}",
+                    f"data.labels.out_dir={root / 'labels'}",
+                    f"train.steps={args.steps}",
+                    f"train.eval_interval={10 * args.steps}",
+                ],
+                root=ROOT,
+            )
+        )
+        data = cfg.data
+        extract_videos(
+            root / "demo" / "videos", root / "frames", fps=data.extract.fps, size=data.extract.size, progress=False
+        )
+        ingest_labels(
+            root / "demo" / "labels.csv", root / "frames", root / "labels", interpolation="nearest", on_error="skip"
+        )
+        torch.set_num_threads(cfg.trainer.threads)
         bare = bare_loop(cfg, ROOT, args.steps, args.warmup)
         timer = StepTimer(args.warmup)
         run_training(cfg, root / "run", ROOT, callbacks=[timer])
         full = timer.clips / (timer.end - timer.start)
-    print(f"# movinet train speed: MoViNet-{cfg['model']['arch'].upper()} {cfg['model']['variant']}, "
-          f"batch {data['batch_size']}, T={data['num_frames']}, {data['crop_size']}², "
-          f"{cfg['trainer']['threads']} threads, steps {args.warmup}..{args.steps}")
+    print(
+        f"# movinet train speed: MoViNet-{cfg.model.arch.upper()} {cfg.model.variant.value}, "
+        f"batch {data.loader.batch_size}, T={data.clips.num_frames}, {data.transform.crop_size}², "
+        f"{cfg.trainer.threads} threads, steps {args.warmup}..{args.steps}"
+    )
     print("\n| path | clips/s | vs bare loop |")
     print("|---|---|---|")
     print(f"| bare torch loop | {bare:.1f} | 1.00 |")
-    print(f"| Lightning + torchmetrics + MLflow | {full:.1f} | {full / bare:.3f} (overhead {100 * (1 - full / bare):.1f} %) |")
+    overhead = 100 * (1 - full / bare)
+    print(f"| Lightning + torchmetrics + MLflow | {full:.1f} | {full / bare:.3f} (overhead {overhead:.1f} %) |")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Screenshots of the MLflow UI for the docs (docs/images/), taken with headless Chromium.
 # Run it in a project after `make demo` (and, for the sweep, a small multirun), e.g.:
-#   python pipelines/train.py -m data.num_frames=4,8 train.steps=40 train.eval_interval=20 train.name=sweep
+#   python pipelines/train.py -m data.clips.num_frames=4,8 train.steps=40 train.eval_interval=20 train.name=sweep
 #   bash docs/mlflow_screenshots.sh
 # The test tests/test_pipeline.py::test_mlflow_ui_shows_the_sweep_runs_and_metrics checks the same
 # pages in CI (the runs are there, with their metrics).

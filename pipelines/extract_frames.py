@@ -1,19 +1,30 @@
-"""DVC stage extract_frames: decode the videos once into the frame cache (movinet.data.extract)."""
+"""DVC stage extract_frames: decode the videos once into the frame cache (movinet.data.extract),
+as data.source.videos and data.extract say."""
 
+import argparse
 import sys
 
-from movinet.config import load_params, resolve_path
-from movinet.data.extract import ExtractionError, extract_videos
+from movinet.config import load_config, resolve_path
+from movinet.console import run
+from movinet.data.extract import extract_videos
 
-if __name__ == "__main__":
-    data = load_params()["data"]
-    opts = data["extract"]
-    try:
-        report = extract_videos(resolve_path(data["videos"]), resolve_path(data["frames_dir"]),
-                                fps=opts["fps"], size=opts["size"], workers=opts["workers"],
-                                strict=opts["strict"])
-    except ExtractionError as exc:
-        sys.exit(f"error: {exc}")
+
+def main() -> None:
+    argparse.ArgumentParser(description=__doc__).parse_args()
+    data = load_config().data
+    opts = data.extract
+    report = extract_videos(
+        resolve_path(data.source.videos),
+        resolve_path(opts.out_dir),
+        fps=opts.fps,
+        size=opts.size,
+        workers=opts.workers,
+        strict=opts.strict,
+    )
     print(f"extracted {len(report.extracted)}, unchanged {len(report.unchanged)}, skipped {len(report.skipped)}")
     for skipped in report.skipped:
         print(f"skipped {skipped['file']}: {skipped['reason']}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

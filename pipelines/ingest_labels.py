@@ -1,19 +1,29 @@
-"""DVC stage ingest_labels: labels CSV -> per-frame labels, classes, splits (movinet.data.ingest)."""
+"""DVC stage ingest_labels: labels CSV -> per-frame labels, classes, splits (movinet.data.ingest),
+as data.source.labels_csv and data.labels say."""
 
+import argparse
 import sys
 
-from movinet.config import load_params, resolve_path
+from movinet.config import load_config, resolve_path
+from movinet.console import run
 from movinet.data.ingest import ingest_labels
-from movinet.data.labels import LabelError
+
+
+def main() -> None:
+    argparse.ArgumentParser(description=__doc__).parse_args()
+    data = load_config().data
+    opts = data.labels
+    summary = ingest_labels(
+        resolve_path(data.source.labels_csv),
+        resolve_path(data.extract.out_dir),
+        resolve_path(opts.out_dir),
+        interpolation=opts.interpolation.value,
+        on_error=opts.on_error.value,
+        seed=opts.split_seed,
+        fractions=tuple(opts.split_fractions),
+    )
+    print(f"classes: {', '.join(summary['classes'])}; videos per split: {summary['videos_per_split']}")
+
 
 if __name__ == "__main__":
-    data = load_params()["data"]
-    opts = data["labels"]
-    try:
-        summary = ingest_labels(resolve_path(data["labels_csv"]), resolve_path(data["frames_dir"]),
-                                resolve_path(data["labels_dir"]), interpolation=opts["interpolation"],
-                                on_error=opts["on_error"], seed=opts["split_seed"],
-                                fractions=tuple(opts["split_fractions"]))
-    except LabelError as exc:
-        sys.exit(f"error: {exc}")
-    print(f"classes: {', '.join(summary['classes'])}; videos per split: {summary['videos_per_split']}")
+    sys.exit(run(main))

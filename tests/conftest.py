@@ -3,9 +3,20 @@ through a block matters (a freshly built MoViNet has ReZero = 0 and is an identi
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from movinet.models import MoViNet
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_config(*overrides: str) -> dict:
+    """The project's config with ``debug=tiny`` and ``overrides``, composed from conf/ (plain dict)."""
+    from movinet.config import compose
+
+    return compose(["debug=tiny", *overrides], root=ROOT)
 
 
 @torch.no_grad()

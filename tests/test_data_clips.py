@@ -5,20 +5,19 @@ import csv
 import pytest
 import torch
 
+from conftest import frame_numbers, gray_frames, write_video
 from movinet.data.clips import ClipParams, candidate_starts, evenly_spaced_starts, index_clips, label_clip
-from movinet.data.dataset import Augment, ClipDataset, build_clips, center_crop
 from movinet.data.datamodule import ClipDataModule
+from movinet.data.dataset import Augment, ClipDataset, build_clips, center_crop
 from movinet.data.extract import extract_videos
 from movinet.data.ingest import ingest_labels, read_splits
-
-from conftest import frame_numbers, gray_frames, write_video
 
 
 def _constructed_video():
     """Three 10-frame clips (stride 1, T=10) whose majority shares are 30 %, 60 % and 100 %."""
-    a = ["walk"] * 3 + [None] * 7            # 30 %: unlabelled frames count against it
-    b = ["run"] * 6 + ["walk"] * 4           # 60 %
-    c = ["jump"] * 10                        # 100 %
+    a = ["walk"] * 3 + [None] * 7  # 30 %: unlabelled frames count against it
+    b = ["run"] * 6 + ["walk"] * 4  # 60 %
+    c = ["jump"] * 10  # 100 %
     return a + b + c
 
 
@@ -96,7 +95,7 @@ def test_datasets_from_the_cache(pipeline_dirs):
     assert [c.start for c in clips if c.video == clips[0].video] == [0, 3, 6, 9, 12]  # 20 frames, span 7
     dataset = ClipDataset(root / "frames", clips, classes, params, Augment(crop_size=24), train=True)
     x, y = dataset[0]
-    assert x.shape == (3, 4, 24, 24) and x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
+    assert x.shape == (3, 4, 24, 24) and x.dtype == torch.float32 and x.min() >= 0 and x.max() <= 1
     assert classes[y] == clips[0].label
     # the frames are the right ones: cached frames 0, 2, 4, 6 at 10 fps = source frames 0, 4, 8, 12
     assert frame_numbers(dataset.read_clip(clips[0]).numpy()) == [0, 4, 8, 12]

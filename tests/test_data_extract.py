@@ -11,12 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import frame_numbers, gray_frames, write_video
 from movinet.data.clips import Clip, ClipParams
 from movinet.data.dataset import Augment, ClipDataset
 from movinet.data.extract import INDEX_FILE, REPORT_FILE, ExtractionError, extract_videos, load_index
 from movinet.data.video import list_videos, resample_indices
-
-from conftest import frame_numbers, gray_frames, write_video
 
 SHARED_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "videos"
 CODECS = [("mp4", "libx264"), ("avi", "mpeg4"), ("webm", "libvpx")]
@@ -81,8 +80,12 @@ def test_bad_videos_are_skipped_and_reported(tmp_path):
     (videos / "corrupt.mp4").write_bytes(os.urandom(4096))
     (videos / "empty.avi").write_bytes(b"")
     out = tmp_path / "cache"
-    done = subprocess.run([sys.executable, "-m", "movinet.cli", "extract", str(videos), str(out),
-                           "--size", "32"], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "movinet.cli", "extract", str(videos), str(out), "--size", "32"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads((out / REPORT_FILE).read_text())
     assert report["extracted"] == ["good.mp4"]
@@ -92,8 +95,12 @@ def test_bad_videos_are_skipped_and_reported(tmp_path):
     assert list(load_index(out)["videos"]) == ["good.mp4"]
     assert [p.name for p in (out / "frames").iterdir() if p.name.endswith(".tmp")] == []
 
-    strict = subprocess.run([sys.executable, "-m", "movinet.cli", "extract", str(videos),
-                             str(tmp_path / "strict"), "--strict"], capture_output=True, text=True, timeout=120)
+    strict = subprocess.run(
+        [sys.executable, "-m", "movinet.cli", "extract", str(videos), str(tmp_path / "strict"), "--strict"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert strict.returncode == 1 and "corrupt.mp4" in strict.stderr
     with pytest.raises(ExtractionError, match="empty.avi"):
         extract_videos(videos, tmp_path / "strict2", strict=True, progress=False)
@@ -106,14 +113,20 @@ def test_killed_extraction_resumes_into_a_complete_cache(tmp_path):
     for i in range(6):  # noisy frames decode slowly enough to interrupt the run mid-way
         write_video(videos / f"noise{i}.mp4", rng.integers(0, 256, (90, 240, 320, 3), dtype=np.uint8), 25, "libx264")
     out = tmp_path / "cache"
-    proc = subprocess.Popen([sys.executable, "-m", "movinet.cli", "extract", str(videos), str(out),
-                             "--size", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "movinet.cli", "extract", str(videos), str(out), "--size", "0"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 60
     while time.time() < deadline:
         frames = out / "frames"
         index = out / INDEX_FILE
-        if frames.is_dir() and index.is_file() and load_index(out)["videos"] and any(
-            p.name.endswith(".tmp") for p in frames.iterdir()
+        if (
+            frames.is_dir()
+            and index.is_file()
+            and load_index(out)["videos"]
+            and any(p.name.endswith(".tmp") for p in frames.iterdir())
         ):
             break
         time.sleep(0.005)
@@ -146,8 +159,7 @@ def test_real_clips_from_shared(tmp_path):
     assert report.skipped == []
     index = load_index(out)["videos"]
     assert set(index) == set(list_videos(SHARED_VIDEOS))
-    expected_frames = {"demo.mp4": 280, "t_test.avi": 164, "demo_spatiotemporal_det.mp4": 57,
-                       "demo_skeleton.mp4": 72}
+    expected_frames = {"demo.mp4": 280, "t_test.avi": 164, "demo_spatiotemporal_det.mp4": 57, "demo_skeleton.mp4": 72}
     for rel, frames in expected_frames.items():
         entry = index[rel]
         assert entry["source_frames"] == frames

@@ -6,9 +6,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from movinet.data.labels import LabelError, assign_splits, read_labels
-
 from conftest import gray_frames, write_video
+from movinet.data.labels import LabelError, assign_splits, read_labels
 
 
 @dataclass(frozen=True)
@@ -27,50 +26,68 @@ def _csv(tmp_path, text):
 
 
 def test_per_frame_ranges_timestamps_and_whole_video(tmp_path):
-    path = _csv(tmp_path, "filename,frame,start_frame,end_frame,timestamp,label\n"
-                          "a.mp4,3,,,,jump\n"
-                          "a.mp4,,5,7,,run\n"
-                          "b.mp4,,,,,sit\n"
-                          "sub/c.avi,,,,1.25,run\n"
-                          "sub/c.avi,,,,0.0,background\n")
+    path = _csv(
+        tmp_path,
+        "filename,frame,start_frame,end_frame,timestamp,label\n"
+        "a.mp4,3,,,,jump\n"
+        "a.mp4,,5,7,,run\n"
+        "b.mp4,,,,,sit\n"
+        "sub/c.avi,,,,1.25,run\n"
+        "sub/c.avi,,,,0.0,background\n",
+    )
     labels = read_labels(path, VIDEOS)
     assert labels.frames["a.mp4"] == {3: "jump", 5: "run", 6: "run", 7: "run"}
-    assert labels.frames["b.mp4"] == {f: "sit" for f in range(10)}
+    assert labels.frames["b.mp4"] == dict.fromkeys(range(10), "sit")
     assert labels.frames["sub/c.avi"] == {0: "background", 12: "run"}  # round(1.25 * 10) = 12
     assert labels.classes == ["jump", "run", "sit"]
 
 
-SPARSE = ("filename,frame,label\n"
-          "a.mp4,2,walk\na.mp4,6,walk\na.mp4,10,run\na.mp4,13,run\n")
+SPARSE = "filename,frame,label\na.mp4,2,walk\na.mp4,6,walk\na.mp4,10,run\na.mp4,13,run\n"
 
 
-@pytest.mark.parametrize("mode,expected", [
-    ("none", {2: "walk", 6: "walk", 10: "run", 13: "run"}),
-    ("hold", {**{f: "walk" for f in range(2, 10)}, **{f: "run" for f in range(10, 14)}}),
-    # different labels switch at the midpoint of 6..10: 7, 8 -> walk, 9 -> run
-    ("nearest", {**{f: "walk" for f in range(2, 9)}, **{f: "run" for f in range(9, 14)}}),
-])
+@pytest.mark.parametrize(
+    "mode,expected",
+    [
+        ("none", {2: "walk", 6: "walk", 10: "run", 13: "run"}),
+        ("hold", {**dict.fromkeys(range(2, 10), "walk"), **dict.fromkeys(range(10, 14), "run")}),
+        # different labels switch at the midpoint of 6..10: 7, 8 -> walk, 9 -> run
+        ("nearest", {**dict.fromkeys(range(2, 9), "walk"), **dict.fromkeys(range(9, 14), "run")}),
+    ],
+)
 def test_sparse_keyframes_interpolation(tmp_path, mode, expected):
     labels = read_labels(_csv(tmp_path, SPARSE), VIDEOS, interpolation=mode)
     assert labels.frames["a.mp4"] == expected  # nothing before the first or after the last keyframe
 
 
 def test_interpolation_never_overrides_explicit_labels(tmp_path):
-    path = _csv(tmp_path, "filename,frame,start_frame,end_frame,label\n"
-                          "a.mp4,0,,,walk\na.mp4,,3,4,background\na.mp4,8,,,walk\n")
+    path = _csv(
+        tmp_path, "filename,frame,start_frame,end_frame,label\na.mp4,0,,,walk\na.mp4,,3,4,background\na.mp4,8,,,walk\n"
+    )
     labels = read_labels(path, VIDEOS, interpolation="hold")
-    assert labels.frames["a.mp4"] == {0: "walk", 1: "walk", 2: "walk", 3: "background",
-                                      4: "background", 5: "walk", 6: "walk", 7: "walk", 8: "walk"}
+    assert labels.frames["a.mp4"] == {
+        0: "walk",
+        1: "walk",
+        2: "walk",
+        3: "background",
+        4: "background",
+        5: "walk",
+        6: "walk",
+        7: "walk",
+        8: "walk",
+    }
 
 
-@pytest.mark.parametrize("body,row,message", [
-    ("a.mp4,3,jump\nzzz.mp4,1,run\n", 3, "unknown video 'zzz.mp4'"),
-    ("a.mp4,20,jump\n", 2, "frame 20 is past the end (the video has 20 frames, 0..19)"),
-    ("a.mp4,-1,jump\n", 2, "negative frame -1"),
-    ("a.mp4,x,jump\n", 2, "frame 'x' is not a whole number"),
-    ("a.mp4,4,jump\na.mp4,4,run\n", 3, "conflicting labels on frame 4: 'run' here, 'jump' from row 2"),
-    ("a.mp4,4,\n", 2, "empty label"),
-])
+@pytest.mark.parametrize(
+    "body,row,message",
+    [
+        ("a.mp4,3,jump\nzzz.mp4,1,run\n", 3, "unknown video 'zzz.mp4'"),
+        ("a.mp4,20,jump\n", 2, "frame 20 is past the end (the video has 20 frames, 0..19)"),
+        ("a.mp4,-1,jump\n", 2, "negative frame -1"),
+        ("a.mp4,x,jump\n", 2, "frame 'x' is not a whole number"),
+        ("a.mp4,4,jump\na.mp4,4,run\n", 3, "conflicting labels on frame 4: 'run' here, 'jump' from row 2"),
+        ("a.mp4,4,\n", 2, "empty label"),
+    ],
+)
 def test_bad_rows_name_row_and_file(tmp_path, body, row, message):
     path = _csv(tmp_path, "filename,frame,label\n" + body)
     with pytest.raises(LabelError) as err:
@@ -126,8 +143,12 @@ def test_labels_check_cli_on_real_videos(tmp_path):
     write_video(videos / "a.mp4", gray_frames(20), 10, "libx264")
     write_video(videos / "b.avi", gray_frames(12), 10, "mpeg4")
     good = _csv(tmp_path, "filename,frame,start_frame,end_frame,label\na.mp4,,0,9,wave\nb.avi,,,,clap\n")
-    done = subprocess.run([sys.executable, "-m", "movinet.cli", "labels", "check", str(good),
-                           "--videos", str(videos)], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "movinet.cli", "labels", "check", str(good), "--videos", str(videos)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert "classes (2): clap, wave" in done.stdout
     assert "frames per class: clap 12, wave 10" in done.stdout
@@ -135,8 +156,12 @@ def test_labels_check_cli_on_real_videos(tmp_path):
 
     bad = tmp_path / "bad.csv"
     bad.write_text("filename,frame,label\na.mp4,25,wave\nmissing.mp4,1,wave\na.mp4,-2,clap\n")
-    done = subprocess.run([sys.executable, "-m", "movinet.cli", "labels", "check", str(bad),
-                           "--videos", str(videos)], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "movinet.cli", "labels", "check", str(bad), "--videos", str(videos)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
     assert lines == [

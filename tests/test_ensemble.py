@@ -3,10 +3,9 @@
 import pytest
 import torch
 
+from conftest import randomize
 from movinet.inference.ensemble import TemporalEnsemble
 from movinet.models import build
-
-from conftest import randomize
 
 
 def test_members_see_disjoint_frames_and_logits_average():

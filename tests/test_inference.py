@@ -10,14 +10,13 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import randomize, write_video
 from movinet.data.clips import ClipParams, evenly_spaced_starts
 from movinet.data.dataset import center_crop
 from movinet.data.extract import extract_videos, load_index
 from movinet.inference.predictor import Predictor
 from movinet.inference.video_input import Preprocessing, VideoFrames
 from movinet.models import build, save_checkpoint
-
-from conftest import randomize, write_video
 
 CLASSES = ["a", "b", "c"]
 PREP = Preprocessing(fps=10, size=40, crop_size=32, num_frames=4, frame_stride=2, clips_per_video=3)
@@ -149,8 +148,12 @@ def test_streaming_memory_does_not_grow_with_video_length(tmp_path):
     peaks = {}
     for frames in (100, 1000):
         video = _video(tmp_path / f"v{frames}.mp4", frames, fps=25)
-        done = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(video), json.dumps(prep.to_dict()), str(ckpt)],
-                              capture_output=True, text=True, check=True)
+        done = subprocess.run(
+            [sys.executable, "-c", PEAK_SCRIPT, str(video), json.dumps(prep.to_dict()), str(ckpt)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         out = json.loads(done.stdout.strip().splitlines()[-1])
         assert out["rows"] == frames
         peaks[frames] = out["peak_kb"]

@@ -4,10 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import randomize
 from movinet.models import ARCHS, SPECS, build
 from movinet.models.layers import Skip
-
-from conftest import randomize
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -7,14 +7,22 @@ from movinet.models.layers import make_divisible, same_padding
 
 # Trainable parameters of build(arch, "base", 600): the official MoViNet figures.
 OFFICIAL_BASE = {
-    "a0": 3_111_799, "a1": 4_690_296, "a2": 5_249_562,
-    "a3": 7_397_545, "a4": 11_349_463, "a5": 18_650_523,
+    "a0": 3_111_799,
+    "a1": 4_690_296,
+    "a2": 5_249_562,
+    "a3": 7_397_545,
+    "a4": 11_349_463,
+    "a5": 18_650_523,
 }
 # Stream variant ((2+1)-D convs, SE 2plus3d), counting BN moving statistics, without the
 # positional-encoding scales: the figures computed from the TF model definition.
 OFFICIAL_STREAM_WITH_BN_STATS = {
-    "a0": 3_765_983, "a1": 6_481_560, "a2": 7_366_050,
-    "a3": 11_043_113, "a4": 18_228_279, "a5": 31_636_675,
+    "a0": 3_765_983,
+    "a1": 6_481_560,
+    "a2": 7_366_050,
+    "a3": 11_043_113,
+    "a4": 18_228_279,
+    "a5": 31_636_675,
 }
 
 
@@ -37,8 +45,12 @@ def test_stream_parameters_equal_tf_model(arch):
 def test_layers_per_block():
     counts = {a: [len(b.layers) for b in SPECS[a].blocks] for a in ARCHS}
     assert counts == {
-        "a0": [1, 3, 3, 4, 4], "a1": [2, 4, 5, 6, 7], "a2": [3, 5, 5, 6, 7],
-        "a3": [4, 6, 5, 8, 10], "a4": [6, 9, 9, 10, 13], "a5": [6, 11, 13, 11, 18],
+        "a0": [1, 3, 3, 4, 4],
+        "a1": [2, 4, 5, 6, 7],
+        "a2": [3, 5, 5, 6, 7],
+        "a3": [4, 6, 5, 8, 10],
+        "a4": [6, 9, 9, 10, 13],
+        "a5": [6, 11, 13, 11, 18],
     }
 
 

@@ -6,10 +6,9 @@ import sys
 import numpy as np
 import torch
 
+from conftest import randomize
 from movinet.inference.onnx_export import OnnxStream, export_stream_onnx
 from movinet.models import build, save_checkpoint
-
-from conftest import randomize
 
 
 def _torch_frames(model, clip):
@@ -41,8 +40,10 @@ def test_cli_export_from_checkpoint(tmp_path):
     ckpt = save_checkpoint(model, tmp_path / "m.pt", class_names=["x", "y", "z"])
     out = tmp_path / "m.onnx"
     done = subprocess.run(
-        [sys.executable, "-m", "movinet.cli", "export", "onnx", "--weights", str(ckpt),
-         "--size", "40", "-o", str(out)], capture_output=True, text=True, timeout=300,
+        [sys.executable, "-m", "movinet.cli", "export", "onnx", "--weights", str(ckpt), "--size", "40", "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr
     runtime = OnnxStream(out)
@@ -58,8 +59,10 @@ def test_cli_export_from_checkpoint(tmp_path):
 def test_cli_refuses_base_checkpoint(tmp_path):
     ckpt = save_checkpoint(build("a0", "base", 3), tmp_path / "b.pt")
     done = subprocess.run(
-        [sys.executable, "-m", "movinet.cli", "export", "onnx", "--weights", str(ckpt), "-o",
-         str(tmp_path / "b.onnx")], capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "movinet.cli", "export", "onnx", "--weights", str(ckpt), "-o", str(tmp_path / "b.onnx")],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 1 and "variant='stream'" in done.stderr
     assert not (tmp_path / "b.onnx").exists()

@@ -17,14 +17,10 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = [
-    "data.generate.videos=16", "data.generate.min_frames=30", "data.generate.max_frames=50",
-    "data.generate.width=64", "data.generate.height=48", "data.extract.size=32", "data.extract.fps=10",
-    "data.crop_size=32", "data.num_frames=4", "data.frame_stride=1", "data.batch_size=4",
-    "data.eval_clips_per_video=2", "train.steps=4", "train.eval_interval=2", "optim.warmup_steps=1",
-]
+TINY = ["debug=tiny"]  # conf/debug/tiny.yaml: tiny videos, clips and step counts
 ENV = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
 ENV["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+TRACING = ROOT / "tests" / "tracing"  # sitecustomize that records what each stage script reads and writes
 
 ENSEMBLE_STAGES = {"train_member@0", "train_member@1", "evaluate_ensemble"}
 
@@ -34,7 +30,9 @@ pytestmark = pytest.mark.slow
 def sh(*cmd, cwd, timeout=600, check=True):
     done = subprocess.run(list(cmd), cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout)
     if check and done.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}")
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
+        )
     return done
 
 
@@ -71,11 +69,31 @@ def runs_named(root: Path, name: str):
     return client.search_runs([experiment.experiment_id], filter_string=f"attributes.run_name = '{name}'")
 
 
-def test_dvc_repro_end_to_end_then_nothing_to_do(project):
-    first = sh("dvc", "repro", cwd=project)
-    assert ran_stages(first.stdout) == {"demo_data", "extract_frames", "ingest_labels", "train", "evaluate",
-                                        "train_baseline", "evaluate_baseline", *ENSEMBLE_STAGES,
-                                        "register@video", "register@ensemble"}
+@pytest.fixture(scope="module")
+def first_repro(project, tmp_path_factory):
+    """The first ``dvc repro`` of the tiny project, every stage traced (``tests/tracing``)."""
+    traces = tmp_path_factory.mktemp("traces")
+    env = {**ENV, "PYTHONPATH": str(TRACING), "MOVINET_TRACE_DIR": str(traces)}
+    done = subprocess.run(["dvc", "repro"], cwd=project, env=env, capture_output=True, text=True, timeout=900)
+    if done.returncode != 0:
+        raise AssertionError(f"dvc repro failed:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}")
+    return done, traces
+
+
+def test_dvc_repro_end_to_end_then_nothing_to_do(project, first_repro):
+    first, _ = first_repro
+    assert ran_stages(first.stdout) == {
+        "demo_data",
+        "extract_frames",
+        "ingest_labels",
+        "train",
+        "evaluate",
+        "train_baseline",
+        "evaluate_baseline",
+        *ENSEMBLE_STAGES,
+        "register@video",
+        "register@ensemble",
+    }
     for name in ("video", "baseline"):
         metrics = json.loads((project / "metrics" / f"{name}.json").read_text())
         assert {"test_acc", "test_top5", "test_macro_f1"} <= set(metrics)
@@ -87,7 +105,7 @@ def test_dvc_repro_end_to_end_then_nothing_to_do(project):
 
     (run,) = runs_named(project, "video")
     assert run.info.status == "FINISHED"
-    assert run.data.params["data.num_frames"] == "4" and "dataset.fingerprint" in run.data.tags
+    assert run.data.params["data.clips.num_frames"] == "4" and "dataset.fingerprint" in run.data.tags
     assert "test_acc" in run.data.metrics and "best_val_acc" in run.data.metrics
     client = mlflow_client(project)
     history = client.get_metric_history(run.info.run_id, "train_loss")
@@ -105,12 +123,13 @@ def test_dvc_repro_end_to_end_then_nothing_to_do(project):
     assert ensemble["gain_over_best_member"] == pytest.approx(ensemble["test_acc"] - best)
     assert ensemble["test_clips"] == metrics["test_clips"]  # the base model's test clips
     (parent,) = runs_named(project, "ensemble")
-    members = client.search_runs([parent.info.experiment_id],
-                                 filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    members = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
     assert sorted(m.info.run_name for m in members) == ["ensemble_m0", "ensemble_m1"]
-    assert {m.data.params["data.frame_stride"] for m in members} == {"2"}
-    assert sorted(m.data.params["data.offset"] for m in members) == ["0", "1"]
-    assert {m.data.params["data.num_frames"] for m in members} == {"2"}
+    assert {m.data.params["data.clips.frame_stride"] for m in members} == {"2"}
+    assert sorted(m.data.params["data.clips.offset"] for m in members) == ["0", "1"]
+    assert {m.data.params["data.clips.num_frames"] for m in members} == {"2"}
     assert parent.info.status == "FINISHED" and parent.data.metrics["test_acc"] == pytest.approx(ensemble["test_acc"])
     assert "gain_over_best_member" in parent.data.metrics and "m1_test_acc" in parent.data.metrics
 
@@ -127,29 +146,154 @@ def test_dvc_repro_end_to_end_then_nothing_to_do(project):
     assert "Data and pipelines are up to date" in second.stdout
 
 
-def test_changing_frame_stride_reruns_only_what_uses_it(project):
-    sh(sys.executable, "-m", "movinet.cli", "params", *TINY, "data.frame_stride=2", cwd=project)
+def test_changing_frame_stride_reruns_only_what_uses_it(project, first_repro):
+    sh(sys.executable, "-m", "movinet.cli", "params", *TINY, "data.clips.frame_stride=2", cwd=project)
     try:
         done = sh("dvc", "repro", cwd=project)
-        assert ran_stages(done.stdout) == {"train", "evaluate", *ENSEMBLE_STAGES, "register@video",
-                                           "register@ensemble"}
+        assert ran_stages(done.stdout) == {"train", "evaluate", *ENSEMBLE_STAGES, "register@video", "register@ensemble"}
     finally:
         sh(sys.executable, "-m", "movinet.cli", "params", *TINY, cwd=project)
 
 
+# What a stage may touch without declaring it: the MLflow store, Hydra's run logs, git and DVC's own files.
+UNTRACKED = ("mlflow.db", "mlartifacts/", "outputs/", ".git/", ".dvc/", "dvc.lock")
+CODE = ("src/", "pipelines/", "conf/")
+
+
+def _declared(project: Path) -> dict[str, dict]:
+    """Each stage's command, declared deps and outs (project-relative), as DVC resolves dvc.yaml."""
+    from dvc.dependency.param import ParamsDependency
+    from dvc.repo import Repo
+
+    with Repo(str(project)) as repo:
+        return {
+            stage.addressing: {
+                "cmd": stage.cmd,
+                "params": any(isinstance(d, ParamsDependency) for d in stage.deps),
+                "deps": sorted(d.def_path for d in stage.deps if not isinstance(d, ParamsDependency)),
+                "outs": sorted(o.def_path for o in stage.outs),
+            }
+            for stage in repo.index.stages
+        }
+
+
+def _final_name(path: str) -> str:
+    """``movinet.files`` writes ``.NAME.XXXXXXXX.tmp`` beside ``NAME`` (files and folders)."""
+    return "/".join(re.sub(r"^\.(.+)\.[\w-]{8}\.tmp$", r"\1", part) for part in path.split("/"))
+
+
+def _traced(trace: dict, project: Path) -> tuple[set, set, set, set, bool]:
+    """(modules imported, files opened, folders listed, files written, params.yaml read), project-
+    relative; the installed ``src/`` (the tests' editable install) is mapped onto the project's copy.
+    Files under ``src/`` that are opened rather than imported are the package copied into a logged
+    MLflow model (its code), not inputs; folders listed under ``src/`` are the import system's."""
+    src = Path(__import__("movinet").__file__).resolve().parents[1]
+
+    def rel(path: str) -> str | None:
+        for base, prefix in ((project, ""), (src, "src/")):
+            if path.startswith(f"{base}/"):
+                return prefix + path[len(str(base)) + 1 :]
+        return None
+
+    def keep(paths) -> set[str]:
+        return {p for p in paths if p and not p.startswith(UNTRACKED) and not p.startswith("src/")}
+
+    modules = {r for m in trace["modules"] if (r := rel(m)) and r.startswith("src/")}
+    opened = keep(r for p in trace["opened"] if (r := rel(p)) and (project / r).is_file())
+    listed = keep(r for p in trace["listed"] if (r := rel(p)) and (project / r).is_dir()) - {"pipelines"}
+    written = keep(_final_name(r) for p in trace["written"] if (r := rel(p)))
+    return modules, opened - {"params.yaml"}, listed, written, "params.yaml" in opened
+
+
+def _expand_code(deps: list[str], project: Path) -> set[str]:
+    out = set()
+    for dep in deps:
+        path = project / dep
+        out |= {str(p.relative_to(project)) for p in path.rglob("*.py")} if path.is_dir() else {dep}
+    return out
+
+
+def _inside(path: str, folders) -> bool:
+    return any(path == f or path.startswith(f"{f.rstrip('/')}/") for f in folders)
+
+
+def test_each_stage_declares_exactly_what_it_reads_and_writes(project, first_repro):
+    """Every project module a stage imports and every file it opens is a declared dep, and every
+    declared dep is read: code deps exactly (a folder dep means every module in it is imported), data
+    deps by containment. What it writes lies inside its declared outs. Hydra's composition reads
+    conf/ for every job; of that only a group the command line switches (model=frame_baseline) is
+    an input, since params.yaml holds everything else."""
+    _, traces = first_repro
+    problems = []
+    for name, stage in _declared(project).items():
+        args = stage["cmd"].split()[1:]
+        trace = json.loads((traces / f"{' '.join([Path(args[0]).name, *args[1:]])}.json").read_text())
+        modules, opened, listed, written, read_params = _traced(trace, project)
+        switched = {f"conf/{a.replace('=', '/')}.yaml" for a in args[1:] if "=" in a and "." not in a.split("=")[0]}
+        code = modules | {p for p in opened if p.startswith("pipelines/") or p in switched}
+        declared = _expand_code([d for d in stage["deps"] if d.startswith(CODE)], project)
+        if code != declared:
+            problems.append(
+                f"{name}: code read but not declared {sorted(code - declared)}, "
+                f"declared but not read {sorted(declared - code)}"
+            )
+        data_deps, outs = [d for d in stage["deps"] if not d.startswith(CODE)], stage["outs"]
+        data = {p for p in opened if not p.startswith(CODE)}
+        data |= {d for d in listed if not any(f.startswith(f"{d}/") for f in data_deps + outs)}  # not a parent
+        unread = [d for d in data_deps if not any(_inside(p, [d]) for p in data)]
+        undeclared = sorted(p for p in data if not _inside(p, data_deps + outs))
+        if unread or undeclared:
+            problems.append(f"{name}: data declared but not read {unread}, read but not declared {undeclared}")
+        if read_params != stage["params"]:
+            problems.append(f"{name}: reads params.yaml: {read_params}, declares params: {stage['params']}")
+        stray = sorted(p for p in written if not _inside(p, outs))
+        if stray:
+            problems.append(f"{name}: writes outside its outs {stray}")
+    assert not problems, "\n".join(problems)
+
+
+def test_touching_a_file_no_stage_reads_reruns_nothing(project, first_repro):
+    status = lambda: json.loads(sh("dvc", "status", "--json", cwd=project).stdout or "{}")  # noqa: E731
+    assert status() == {}
+    unread = project / "src" / "movinet" / "inference" / "server.py"
+    evaluation = project / "src" / "movinet" / "training" / "evaluate.py"
+    originals = {p: p.read_text() for p in (unread, evaluation)}
+    try:
+        unread.write_text(originals[unread] + "\n# touched\n")
+        assert status() == {}
+        assert ran_stages(sh("dvc", "repro", cwd=project).stdout) == set()
+        evaluation.write_text(originals[evaluation] + "\n# touched\n")
+        assert set(status()) == {"evaluate", "evaluate_baseline", "evaluate_ensemble"}
+    finally:
+        for path, text in originals.items():
+            path.write_text(text)
+    assert status() == {}
+
+
 def test_multirun_is_one_parent_with_child_runs(project):
     sh("dvc", "repro", "ingest_labels", cwd=project)
-    sh(sys.executable, "pipelines/train.py", "-m", "data.num_frames=2,4", "train.steps=2",
-       "train.eval_interval=1", "train.name=grid", cwd=project)
+    sh(
+        sys.executable,
+        "pipelines/train.py",
+        "-m",
+        "data.clips.num_frames=2,4",
+        "train.steps=2",
+        "train.eval_interval=1",
+        "train.name=grid",
+        cwd=project,
+    )
     client = mlflow_client(project)
     experiment = client.get_experiment_by_name("movinet")
-    parents = client.search_runs([experiment.experiment_id], filter_string="tags.`movinet.sweep` = 'parent' "
-                                 "and attributes.run_name = 'sweep-grid'")
+    parents = client.search_runs(
+        [experiment.experiment_id],
+        filter_string="tags.`movinet.sweep` = 'parent' and attributes.run_name = 'sweep-grid'",
+    )
     assert len(parents) == 1
     parent = parents[0]
-    children = client.search_runs([experiment.experiment_id],
-                                  filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
-    assert sorted(c.data.params["data.num_frames"] for c in children) == ["2", "4"]
+    children = client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    assert sorted(c.data.params["data.clips.num_frames"] for c in children) == ["2", "4"]
     assert parent.data.metrics["jobs"] == 2 and parent.data.tags["best_run_id"] in {c.info.run_id for c in children}
     assert "sweep_summary.csv" in {a.path for a in client.list_artifacts(parent.info.run_id)}
 
@@ -201,13 +345,19 @@ def test_continue_from_registered_mlflow_model(project):
     version = mlflow.register_model(f"runs:/{donor.info.run_id}/model", "tiny")
     client.set_registered_model_alias("tiny", "champion", version.version)
 
-    sh(sys.executable, "pipelines/train.py", "train.name=continued", "train.init=models:/tiny@champion",
-       cwd=project)
+    sh(sys.executable, "pipelines/train.py", "train.name=continued", "train.init=models:/tiny@champion", cwd=project)
     (continued,) = runs_named(project, "continued")
     assert continued.data.tags["movinet.init"] == "continued from models:/tiny@champion"
 
-    refused = sh(sys.executable, "pipelines/train.py", "train.name=wrong", "model=a1",
-                 "train.init=models:/tiny@champion", cwd=project, check=False)
+    refused = sh(
+        sys.executable,
+        "pipelines/train.py",
+        "train.name=wrong",
+        "model=a1",
+        "train.init=models:/tiny@champion",
+        cwd=project,
+        check=False,
+    )
     assert refused.returncode != 0
     assert "is a MoViNet-A0 base model; this run builds MoViNet-A1 base" in refused.stderr
     cfg = yaml.safe_load((project / "models" / "continued" / "config.yaml").read_text())
@@ -216,16 +366,30 @@ def test_continue_from_registered_mlflow_model(project):
 
 def test_optuna_sweep_returns_the_monitored_metric(project):
     sh("dvc", "repro", "ingest_labels", cwd=project)
-    done = sh(sys.executable, "pipelines/train.py", "-m", "+sweep=optuna", "hydra.sweeper.n_trials=2",
-              "data.num_frames=choice(2,4)", "data.batch_size=choice(4)",
-              "train.steps=2", "train.eval_interval=1", "train.name=optuna", cwd=project)
+    done = sh(
+        sys.executable,
+        "pipelines/train.py",
+        "-m",
+        "sweep=optuna",
+        "hydra.sweeper.n_trials=2",
+        "data.clips.num_frames=choice(2,4)",
+        "data.loader.batch_size=choice(4)",
+        "train.steps=2",
+        "train.eval_interval=1",
+        "train.name=optuna",
+        cwd=project,
+    )
     assert "Best value" in done.stdout + done.stderr
     client = mlflow_client(project)
     experiment = client.get_experiment_by_name("movinet")
-    parent = next(r for r in client.search_runs([experiment.experiment_id], filter_string="tags.`movinet.sweep` = 'parent'")
-                  if r.info.run_name == "sweep-optuna")
-    children = client.search_runs([experiment.experiment_id],
-                                  filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    parent = next(
+        r
+        for r in client.search_runs([experiment.experiment_id], filter_string="tags.`movinet.sweep` = 'parent'")
+        if r.info.run_name == "sweep-optuna"
+    )
+    children = client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
     assert len(children) == 2 and all("best_val_acc" in c.data.metrics for c in children)
     assert parent.data.metrics["best_val_acc"] == max(c.data.metrics["best_val_acc"] for c in children)
 
@@ -235,8 +399,9 @@ def test_register_promote_then_predict_by_alias(project, tmp_path):
     client = mlflow_client(project)
     cli = [sys.executable, "-m", "movinet.cli"]
     champion = str(client.get_model_version_by_alias("movinet-demo", "champion").version)
-    other = next(str(v.version) for v in client.search_model_versions("name='movinet-demo'")
-                 if str(v.version) != champion)
+    other = next(
+        str(v.version) for v in client.search_model_versions("name='movinet-demo'") if str(v.version) != champion
+    )
     best = float(client.get_model_version("movinet-demo", champion).tags["test_acc"])
 
     client.set_model_version_tag("movinet-demo", other, "test_acc", str(best - 0.1))
@@ -245,7 +410,10 @@ def test_register_promote_then_predict_by_alias(project, tmp_path):
     assert str(client.get_model_version_by_alias("movinet-demo", "champion").version) == champion
     client.set_model_version_tag("movinet-demo", other, "test_acc", str(best + 0.1))
     better = sh(*cli, "promote", "movinet-demo", "--version", other, cwd=project)
-    assert "promoted" in better.stdout and str(client.get_model_version_by_alias("movinet-demo", "champion").version) == other
+    assert (
+        "promoted" in better.stdout
+        and str(client.get_model_version_by_alias("movinet-demo", "champion").version) == other
+    )
     forced = sh(*cli, "promote", "movinet-demo", "--version", champion, "--force", cwd=project)
     assert "forced" in forced.stdout
     assert str(client.get_model_version_by_alias("movinet-demo", "champion").version) == champion
@@ -254,20 +422,36 @@ def test_register_promote_then_predict_by_alias(project, tmp_path):
 
     videos = sorted((project / "data" / "demo" / "videos").glob("*.mp4"))[:2]
     (tmp_path / "bad.mp4").write_bytes(b"broken")
-    done = sh(*cli, "predict", str(videos[0]), str(videos[1]), str(tmp_path / "bad.mp4"), "--model",
-              "models:/movinet-demo@champion", "--top-k", "3", "--per-frame", str(tmp_path / "frames.csv"),
-              "--plot", str(tmp_path / "timeline.png"), cwd=project, check=False)
+    done = sh(
+        *cli,
+        "predict",
+        str(videos[0]),
+        str(videos[1]),
+        str(tmp_path / "bad.mp4"),
+        "--model",
+        "models:/movinet-demo@champion",
+        "--top-k",
+        "3",
+        "--per-frame",
+        str(tmp_path / "frames.csv"),
+        "--plot",
+        str(tmp_path / "timeline.png"),
+        cwd=project,
+        check=False,
+    )
     assert done.returncode == 1 and "bad.mp4: cannot decode" in done.stderr  # reported, the others done
     lines = [line for line in done.stdout.splitlines() if line.startswith(str(videos[0].parent))]
     assert len(lines) == 2 and all(line.count(",") == 2 for line in lines)
     rows = (tmp_path / "frames.csv").read_text().splitlines()
     assert rows[0].startswith("video,frame,time,label,score,") and len(rows) > 3
     assert (tmp_path / "timeline.png").stat().st_size > 1000
-    folder = sh(*cli, "predict", str(videos[0].parent), "--model", "models:/movinet-demo@champion", "--json",
-                cwd=project)
+    folder = sh(
+        *cli, "predict", str(videos[0].parent), "--model", "models:/movinet-demo@champion", "--json", cwd=project
+    )
     assert len(folder.stdout.splitlines()) == 16  # batch mode: every video of the folder
-    streamed = sh(*cli, "stream", str(videos[0]), "--no-realtime", "--model", "models:/movinet-demo@champion",
-                  cwd=project)
+    streamed = sh(
+        *cli, "stream", str(videos[0]), "--no-realtime", "--model", "models:/movinet-demo@champion", cwd=project
+    )
     assert streamed.stdout.splitlines()[-1].startswith("final  frame")
 
 
@@ -282,10 +466,28 @@ def test_mlflow_models_serve_answers_a_base64_video(project):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**ENV, "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}"}
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m",
-                             "models:/movinet-demo@champion", "--env-manager", "local", "-h", "127.0.0.1",
-                             "-p", str(port), "-w", "1"], cwd=project, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            "models:/movinet-demo@champion",
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-w",
+            "1",
+        ],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 180
@@ -299,8 +501,10 @@ def test_mlflow_models_serve_answers_a_base64_video(project):
             assert time.time() < deadline, "mlflow models serve did not start"
             time.sleep(0.5)
         video = sorted((project / "data" / "demo" / "videos").glob("*.mp4"))[0]
-        payload = {"dataframe_records": [{"video": base64.b64encode(video.read_bytes()).decode()}],
-                   "params": {"per_frame": True, "top_k": 2}}
+        payload = {
+            "dataframe_records": [{"video": base64.b64encode(video.read_bytes()).decode()}],
+            "params": {"per_frame": True, "top_k": 2},
+        }
         reply = requests.post(f"{url}/invocations", json=payload, timeout=120)
         assert reply.status_code == 200, reply.text
         (row,) = reply.json()["predictions"]
@@ -308,8 +512,9 @@ def test_mlflow_models_serve_answers_a_base64_video(project):
         assert row["label"] in classes and len(json.loads(row["top_k"])) == 2
         assert sum(row[c] for c in classes) == pytest.approx(1.0, abs=1e-4)
         assert json.loads(row["per_frame"])
-        bad = requests.post(f"{url}/invocations", json={"dataframe_records": [{"video": "bm90IGEgdmlkZW8="}]},
-                            timeout=60)
+        bad = requests.post(
+            f"{url}/invocations", json={"dataframe_records": [{"video": "bm90IGEgdmlkZW8="}]}, timeout=60
+        )
         assert bad.status_code == 400 and "row 0" in bad.text
         path = requests.post(f"{url}/invocations", json={"dataframe_records": [{"video": str(video)}]}, timeout=60)
         assert path.status_code == 400 and "must be the base64" in path.text  # no server files by path
@@ -326,10 +531,24 @@ def chromium() -> str | None:
 
 
 def headless(browser: str, url: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                           "--disable-background-networking", "--no-first-run", "--window-size=1600,1000",
-                           "--virtual-time-budget=30000", *args, url],
-                          capture_output=True, text=True, timeout=180)
+    return subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-background-networking",
+            "--no-first-run",
+            "--window-size=1600,1000",
+            "--virtual-time-budget=30000",
+            *args,
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
 
 
 def test_mlflow_ui_shows_the_sweep_runs_and_metrics(project, tmp_path):
@@ -344,18 +563,40 @@ def test_mlflow_ui_shows_the_sweep_runs_and_metrics(project, tmp_path):
     experiment = client.get_experiment_by_name("movinet")
     if experiment is None or not client.search_runs([experiment.experiment_id], "attributes.run_name = 'sweep-ui'"):
         sh("dvc", "repro", "ingest_labels", cwd=project)
-        sh(sys.executable, "pipelines/train.py", "-m", "data.num_frames=2,4", "train.steps=2",
-           "train.eval_interval=1", "train.name=ui", cwd=project)
+        sh(
+            sys.executable,
+            "pipelines/train.py",
+            "-m",
+            "data.clips.num_frames=2,4",
+            "train.steps=2",
+            "train.eval_interval=1",
+            "train.name=ui",
+            cwd=project,
+        )
         experiment = client.get_experiment_by_name("movinet")
     (parent,) = client.search_runs([experiment.experiment_id], "attributes.run_name = 'sweep-ui'")
     child = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")[0]
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri",
-                               f"sqlite:///{project / 'mlflow.db'}", "--host", "127.0.0.1", "--port", str(port),
-                               "--workers", "1"], cwd=project, env=ENV,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{project / 'mlflow.db'}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        cwd=project,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 120

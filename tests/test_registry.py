@@ -24,8 +24,9 @@ def registry(tmp_path):
 
 def cli(uri, *args):
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
-    return subprocess.run([sys.executable, "-m", "movinet.cli", *args], capture_output=True, text=True,
-                          env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "movinet.cli", *args], capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 def champion(client):
@@ -76,23 +77,23 @@ def test_register_stream_model_attaches_onnx_and_promotes_first(tmp_path):
     import onnx
     import yaml
 
-    from conftest import randomize, write_video
+    from conftest import randomize, tiny_config, write_video
+    from movinet.config import to_config
     from movinet.inference.load import load_predictor
     from movinet.models import build, save_checkpoint
-    from movinet.tracking.register import register_evaluated
+    from movinet.tracking.registration import register_evaluated
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
     experiment = client.create_experiment("reg", artifact_location=(tmp_path / "art").as_uri())
     run = client.create_run(experiment)
-    cfg = {"data": {"extract": {"fps": 10, "size": 40}, "crop_size": 32, "num_frames": 4, "frame_stride": 1,
-                    "eval_clips_per_video": 2}, "model": {"frames": None},
-           "register": {"name": "streamy", "metric": "test_acc", "promote": True},
-           "mlflow": {"tracking_uri": uri, "experiment": "reg"}}
+    cfg = tiny_config("data.extract.size=40", "register.name=streamy", "mlflow.experiment=reg")
+    cfg["mlflow"]["tracking_uri"] = uri
     model_dir = tmp_path / "models" / "video"
     model_dir.mkdir(parents=True)
-    save_checkpoint(randomize(build("a0", "stream", 2)), model_dir / "model.pt", class_names=["x", "y"],
-                    extra={"config": cfg})
+    save_checkpoint(
+        randomize(build("a0", "stream", 2)), model_dir / "model.pt", class_names=["x", "y"], extra={"config": cfg}
+    )
     (model_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
     (model_dir / "run.json").write_text(json.dumps({"mlflow_run_id": run.info.run_id}))
     (tmp_path / "metrics").mkdir()
@@ -100,10 +101,10 @@ def test_register_stream_model_attaches_onnx_and_promotes_first(tmp_path):
 
     typo = {**cfg, "register": {**cfg["register"], "metric": "test_acuracy"}}
     with pytest.raises(ValueError, match="video.json has no 'test_acuracy'"):
-        register_evaluated(typo, tmp_path, "video")
+        register_evaluated(to_config(typo), tmp_path, "video")
     assert not client.search_registered_models()  # refused before any version was made
 
-    result = register_evaluated(cfg, tmp_path, "video")
+    result = register_evaluated(to_config(cfg), tmp_path, "video")
     assert result["version"] == "1" and result["promoted"] and "first champion" in result["promotion"]
     version = client.get_model_version("streamy", "1")
     assert version.tags["test_acc"] == "0.75" and version.tags["onnx"] == "yes"

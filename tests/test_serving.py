@@ -12,16 +12,20 @@ import numpy as np
 import pytest
 import requests
 
+from conftest import randomize, tiny_config, write_video
 from movinet.inference.predictor import Predictor
 from movinet.inference.server import ServerLimits, create_app
 from movinet.inference.video_input import Preprocessing
 from movinet.models import build, save_checkpoint
 
-from conftest import randomize, write_video
-
 CLASSES = ["left", "right", "still"]
-CONFIG = {"data": {"extract": {"fps": 10, "size": 40}, "crop_size": 32, "num_frames": 4, "frame_stride": 2,
-                   "eval_clips_per_video": 2}, "model": {"frames": None}}
+CONFIG = tiny_config(
+    "data.extract.size=40",
+    "data.transform.crop_size=32",
+    "data.clips.num_frames=4",
+    "data.clips.frame_stride=2",
+    "data.clips.eval_clips_per_video=2",
+)
 
 
 def png_header(width: int, height: int) -> bytes:
@@ -32,8 +36,11 @@ def png_header(width: int, height: int) -> bytes:
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + chunk(b"IEND", b"")
+    )
 
 
 def free_port() -> int:
@@ -53,9 +60,24 @@ def model_file(tmp_path_factory) -> Path:
 def server(model_file):
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "movinet.cli", "serve", "--model", str(model_file), "--port", str(port),
-         "--max-upload-mb", "0.5", "--max-frames", "8"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            "-m",
+            "movinet.cli",
+            "serve",
+            "--model",
+            str(model_file),
+            "--port",
+            str(port),
+            "--max-upload-mb",
+            "0.5",
+            "--max-frames",
+            "8",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -85,8 +107,12 @@ def video(tmp_path_factory) -> Path:
 def test_predict_uploaded_mp4_equals_offline(server, model_file, video):
     offline = Predictor.from_checkpoints([model_file], Preprocessing.from_config(CONFIG)).predict(video, per_frame=True)
     with open(video, "rb") as f:
-        got = requests.post(f"{server}/predict", params={"per_frame": "true", "top_k": 2},
-                            files={"video": ("clip.mp4", f, "video/mp4")}, timeout=60)
+        got = requests.post(
+            f"{server}/predict",
+            params={"per_frame": "true", "top_k": 2},
+            files={"video": ("clip.mp4", f, "video/mp4")},
+            timeout=60,
+        )
     assert got.status_code == 200, got.text
     body = got.json()
     assert body["video"] == "clip.mp4" and body["frames"] == 20 and len(body["top"]) == 2
@@ -99,7 +125,9 @@ def test_predict_uploaded_mp4_equals_offline(server, model_file, video):
 
 def test_stream_session_equals_offline_streaming(server, model_file):
     frames = np.random.default_rng(6).integers(0, 255, (20, 48, 64, 3), dtype=np.uint8)
-    offline = Predictor.from_checkpoints([model_file], Preprocessing.from_config(CONFIG)).predict(frames, per_frame=True)
+    offline = Predictor.from_checkpoints([model_file], Preprocessing.from_config(CONFIG)).predict(
+        frames, per_frame=True
+    )
     key = requests.post(f"{server}/streams", timeout=10).json()["id"]
     for part in (frames[:7], frames[7:8], frames[8:16], frames[16:]):
         buf = io.BytesIO()

@@ -3,9 +3,8 @@
 import pytest
 import torch
 
-from movinet.models import ARCHS, TracedStream, build, optimize_for_inference
-
 from conftest import randomize
+from movinet.models import ARCHS, TracedStream, build, optimize_for_inference
 
 T, H, W = 7, 40, 56
 

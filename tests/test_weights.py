@@ -17,11 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import randomize
 from movinet.models import SPECS, build, kinetics600_classes, load_pretrained, save_checkpoint
 from movinet.models.layers import make_divisible
 from movinet.models.weights import PRETRAINED_FILES, to_port_state_dict
-
-from conftest import randomize
 
 
 def port_layout(arch: str, variant: str) -> dict[str, tuple[int, ...]]:
@@ -154,8 +153,11 @@ def _serve(directory: Path):
 
 def _cli(*args, env):
     return subprocess.run(
-        [sys.executable, "-m", "movinet.cli", *args], capture_output=True, text=True,
-        env={**os.environ, **env}, timeout=120,
+        [sys.executable, "-m", "movinet.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=120,
     )
 
 
@@ -165,8 +167,7 @@ def test_weights_download_through_real_http(tmp_path):
     torch.save(to_port_state_dict(build("a0", "base", 600)), served / "modelA0_statedict_v3")
     server = _serve(served)
     try:
-        env = {"MOVINET_HOME": str(tmp_path / "home"),
-               "MOVINET_WEIGHTS_URL": f"http://127.0.0.1:{server.server_port}"}
+        env = {"MOVINET_HOME": str(tmp_path / "home"), "MOVINET_WEIGHTS_URL": f"http://127.0.0.1:{server.server_port}"}
         done = _cli("weights", "download", "a0", "base", env=env)
         assert done.returncode == 0, done.stderr
         cached = Path(done.stdout.strip())

@@ -8,16 +8,17 @@ from __future__ import annotations
 import argparse
 import sys
 
+from movinet.console import USER_ERRORS, report
+
+
+class UsageError(ValueError):
+    """The command was asked for something that cannot be (exit 2, like argparse's own errors)."""
+
 
 def _weights_download(args: argparse.Namespace) -> int:
     from movinet.models.weights import download
 
-    try:
-        path = download(args.arch, args.variant, force=args.force)
-    except (RuntimeError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(path)
+    print(download(args.arch, args.variant, force=args.force, progress=sys.stderr.isatty()))
     return 0
 
 
@@ -28,67 +29,49 @@ def _export_onnx(args: argparse.Namespace) -> int:
 
     arch, variant, num_classes, class_names = args.arch, args.variant, args.num_classes, None
     if args.weights:
-        try:
-            payload, _ = read_checkpoint(args.weights)
-        except (FileNotFoundError, ValueError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
+        payload, _ = read_checkpoint(args.weights)
         if payload.get("format") == CHECKPOINT_FORMAT:
             arch, variant = payload["arch"], payload["variant"]
             num_classes, class_names = payload["num_classes"], payload.get("class_names")
         else:  # the published Kinetics-600 files
             num_classes, class_names = 600, list(kinetics600_classes())
     if arch is None:
-        print("error: give --arch (or --weights with a movinet checkpoint)", file=sys.stderr)
-        return 2
-    try:
-        model = build(arch, variant, num_classes)
-        if args.weights:
-            load_pretrained(model, args.weights)
-        size = tuple(args.size) if len(args.size) == 2 else args.size[0]
-        path = export_stream_onnx(
-            model, args.output, image_size=size, frames_per_step=args.frames_per_step,
-            class_names=class_names,
+        raise UsageError("give --arch (or --weights with a movinet checkpoint)")
+    model = build(arch, variant, num_classes)
+    if args.weights:
+        load_pretrained(model, args.weights)
+    size = tuple(args.size) if len(args.size) == 2 else args.size[0]
+    print(
+        export_stream_onnx(
+            model, args.output, image_size=size, frames_per_step=args.frames_per_step, class_names=class_names
         )
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(path)
+    )
     return 0
 
 
 def _extract(args: argparse.Namespace) -> int:
-    from movinet.data.extract import REPORT_FILE, ExtractionError, extract_videos
+    from movinet.data.extract import REPORT_FILE, extract_videos
 
-    try:
-        report = extract_videos(args.video_dir, args.out_dir, fps=args.fps, size=args.size,
-                                workers=args.workers, strict=args.strict)
-    except ExtractionError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except FileNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"extracted {len(report.extracted)}, unchanged {len(report.unchanged)}, "
-          f"removed {len(report.removed)}, skipped {len(report.skipped)} "
-          f"(report: {args.out_dir}/{REPORT_FILE})")
+    report = extract_videos(
+        args.video_dir, args.out_dir, fps=args.fps, size=args.size, workers=args.workers, strict=args.strict
+    )
+    print(
+        f"extracted {len(report.extracted)}, unchanged {len(report.unchanged)}, "
+        f"removed {len(report.removed)}, skipped {len(report.skipped)} "
+        f"(report: {args.out_dir}/{REPORT_FILE})"
+    )
     for skipped in report.skipped:
         print(f"skipped {skipped['file']}: {skipped['reason']}", file=sys.stderr)
     return 0
 
 
 def _labels_check(args: argparse.Namespace) -> int:
-    from movinet.data.labels import LabelError, assign_splits, read_labels
     from movinet.data.ingest import summarize
+    from movinet.data.labels import LabelError, assign_splits, read_labels
     from movinet.data.video import list_videos, probe
 
-    try:
-        paths = list_videos(args.videos)
-    except FileNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     videos, unreadable = {}, []
-    for rel, path in paths.items():
+    for rel, path in list_videos(args.videos).items():
         try:
             videos[rel] = probe(path)
         except ValueError as exc:
@@ -97,12 +80,9 @@ def _labels_check(args: argparse.Namespace) -> int:
         print(f"unreadable video {line}", file=sys.stderr)
     try:
         labels = read_labels(args.labels, videos, args.interpolation, on_error="fail")
-    except LabelError as exc:
+    except LabelError as exc:  # the command's report: one line per bad row
         for issue in exc.issues:
             print(f"{args.labels}: {issue}", file=sys.stderr)
-        return 1
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
         return 1
     summary = summarize(labels, assign_splits(labels, args.seed))
     print(f"{args.labels}: OK, {summary['videos']} labelled videos")
@@ -113,48 +93,36 @@ def _labels_check(args: argparse.Namespace) -> int:
 
 
 def _params(args: argparse.Namespace) -> int:
-    from movinet.config import PARAMS_FILE, compose, project_root, write_params
+    from movinet.config import params_drift, write_params
 
-    try:
-        if args.check:
-            import yaml
-
-            path = project_root() / PARAMS_FILE
-            # Compare values, not text: `dvc exp run` (Hydra mode) writes the same values its own way.
-            if not path.is_file() or yaml.safe_load(path.read_text()) != compose(args.overrides):
-                print(f"error: {path} differs from conf/ (run `movinet params`)", file=sys.stderr)
-                return 1
-            print(f"{path} matches conf/")
-            return 0
-        print(write_params(args.overrides))
-    except Exception as exc:  # Hydra's errors name the bad key or group: show them plainly
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if args.check:
+        drift = params_drift(args.overrides)
+        if drift:
+            print(f"error: {drift}", file=sys.stderr)
+            return 1
+        print("params.yaml matches conf/")
+        return 0
+    print(write_params(args.overrides))
     return 0
 
 
 def _registry_client():
-    from mlflow.tracking import MlflowClient
-
+    from movinet.tracking.client import TrackingClient
     from movinet.tracking.store import tracking_uri
 
-    return MlflowClient(tracking_uri())
+    return TrackingClient(tracking_uri())
 
 
 def _promote(args: argparse.Namespace) -> int:
-    from movinet.tracking.registry import promote
+    from movinet.tracking.promotion import promote
 
-    try:
-        result = promote(_registry_client(), args.name, args.version, args.metric, args.force)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    result = promote(_registry_client(), args.name, args.version, args.metric, args.force)
     print(result.message)
     return 0 if result.promoted else 1
 
 
 def _models(args: argparse.Namespace) -> int:
-    from movinet.tracking.registry import describe
+    from movinet.tracking.promotion import describe
 
     client = _registry_client()
     names = [args.name] if args.name else [m.name for m in client.search_registered_models()]
@@ -176,6 +144,8 @@ def _video_args(paths: list[str]) -> list[str]:
     out = []
     for path in paths:
         out += [str(p) for p in list_videos(path).values()] if Path(path).is_dir() else [path]
+    if not out:
+        raise UsageError(f"no videos in {', '.join(paths)}")
     return out
 
 
@@ -185,50 +155,42 @@ def _predict(args: argparse.Namespace) -> int:
     from movinet.inference.load import load_predictor
     from movinet.tracking.store import tracking_uri
 
-    try:
-        predictor = load_predictor(args.model, tracking_uri())
-        videos = _video_args(args.videos)
-        if not videos:
-            raise ValueError(f"no videos in {', '.join(args.videos)}")
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    per_frame = bool(args.per_frame or args.plot)
-    results, failed = [], 0
+    predictor = load_predictor(args.model, tracking_uri())
+    videos = _video_args(args.videos)
+    results = []
     for video in videos:
         try:
-            result = predictor.predict(video, per_frame=per_frame, progress=sys.stderr.isatty())
+            result = predictor.predict(video, per_frame=bool(args.per_frame or args.plot), progress=sys.stderr.isatty())
         except (ValueError, FileNotFoundError) as exc:  # skip and report; the others still run
-            print(f"error: {exc}", file=sys.stderr)
-            failed += 1
+            report(exc)
             continue
         results.append(result)
-        if args.json:
-            print(json.dumps({"video": video, "top": result.top(args.top_k)}))
-        else:
-            print(f"{video}: " + ", ".join(f"{name} {p:.3f}" for name, p in result.top(args.top_k)))
-    if args.per_frame and results:
-        from movinet.inference.report import write_timeline_csv
+        top = result.top(args.top_k)
+        print(
+            json.dumps({"video": video, "top": top})
+            if args.json
+            else f"{video}: " + ", ".join(f"{name} {p:.3f}" for name, p in top)
+        )
+    _write_reports(args, results)
+    return 1 if len(results) < len(videos) else 0
 
+
+def _write_reports(args: argparse.Namespace, results: list) -> None:
+    from movinet.inference.report import plot_timeline, write_timeline_csv
+
+    if args.per_frame and results:
         print(f"per-frame timeline: {write_timeline_csv(results, args.per_frame)}", file=sys.stderr)
     if args.plot and results:
-        from movinet.inference.report import plot_timeline
-
         print(f"timeline plot: {plot_timeline(results, args.plot)}", file=sys.stderr)
-    return 1 if failed else 0
 
 
 def _stream(args: argparse.Namespace) -> int:
-    from movinet.inference.live import av_frames, paced
     from movinet.inference.load import load_predictor
+    from movinet.inference.stream_source import av_frames, paced
     from movinet.tracking.store import tracking_uri
 
-    try:
-        predictor = load_predictor(args.model, tracking_uri())
-        fps, frames = av_frames(args.source)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    predictor = load_predictor(args.model, tracking_uri())
+    fps, frames = av_frames(args.source)
     if args.realtime and args.source != "-":
         frames = paced(frames, fps)
     session = predictor.session(source_fps=fps)
@@ -241,14 +203,10 @@ def _stream(args: argparse.Namespace) -> int:
                 if label != shown or position % every == 0:
                     print(f"{position / rate:7.2f}s  frame {position:5d}  {label} {probs.max():.3f}", flush=True)
                     shown = label
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         pass
     if session.last is None:
-        print("error: the stream ended before the model could answer (too few frames)", file=sys.stderr)
-        return 1
+        raise ValueError("the stream ended before the model could answer (too few frames)")
     position, probs = session.last
     print(f"final  frame {position}: {predictor.class_names[int(probs.argmax())]} {probs.max():.3f}")
     return 0
@@ -258,13 +216,13 @@ def _serve(args: argparse.Namespace) -> int:
     from movinet.inference.server import ServerLimits, serve
     from movinet.tracking.store import tracking_uri
 
-    limits = ServerLimits(max_upload_mb=args.max_upload_mb, max_frames=args.max_frames,
-                          session_ttl_s=args.session_ttl, max_sessions=args.max_sessions)
-    try:
-        serve(args.model, args.host, args.port, limits, tracking_uri())
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    limits = ServerLimits(
+        max_upload_mb=args.max_upload_mb,
+        max_frames=args.max_frames,
+        session_ttl_s=args.session_ttl,
+        max_sessions=args.max_sessions,
+    )
+    serve(args.model, args.host, args.port, limits, tracking_uri())
     return 0
 
 
@@ -274,9 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     weights = commands.add_parser("weights", help="published Kinetics-600 weights")
     weights_cmd = weights.add_subparsers(dest="weights_command", required=True)
-    dl = weights_cmd.add_parser(
-        "download", help="download into the cache ($MOVINET_HOME/weights); prints the path"
-    )
+    dl = weights_cmd.add_parser("download", help="download into the cache ($MOVINET_HOME/weights); prints the path")
     dl.add_argument("arch", help="a0..a5")
     dl.add_argument("variant", nargs="?", default="base", choices=["base", "stream"])
     dl.add_argument("--force", action="store_true", help="download again even if cached")
@@ -287,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     params.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data=csv data.extract.size=128")
     params.add_argument("--check", action="store_true", help="fail if params.yaml differs from conf/")
-    params.set_defaults(func=_params)
+    params.set_defaults(func=_params, failure_code=2)
 
     extract = commands.add_parser(
         "extract", help="decode videos once into a frame cache for fast clip reads (incremental)"
@@ -317,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("--version", help="default: the latest version")
     promote.add_argument("--metric", default="test_acc", help="version tag compared, higher is better")
     promote.add_argument("--force", action="store_true", help="promote even if not better")
-    promote.set_defaults(func=_promote)
+    promote.set_defaults(func=_promote, failure_code=2)
 
     models = commands.add_parser("models", help="registered models: versions, aliases, test metrics")
     models.add_argument("name", nargs="?")
@@ -325,20 +281,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", help="classify videos (files or folders) with a model")
     predict.add_argument("videos", nargs="+", help="video files or folders of videos")
-    predict.add_argument("--model", required=True,
-                         help="models:/<name>@champion, models:/<name>/<version>, runs:/..., or a model.pt")
+    predict.add_argument(
+        "--model", required=True, help="models:/<name>@champion, models:/<name>/<version>, runs:/..., or a model.pt"
+    )
     predict.add_argument("--top-k", type=int, default=5)
-    predict.add_argument("--per-frame", metavar="CSV", help="write a per-frame timeline (stream models: "
-                         "frame by frame with state; base models: sliding clips)")
+    predict.add_argument(
+        "--per-frame",
+        metavar="CSV",
+        help="write a per-frame timeline (stream models: frame by frame with state; base models: sliding clips)",
+    )
     predict.add_argument("--plot", metavar="PNG", help="plot the timeline")
     predict.add_argument("--json", action="store_true", help="one JSON line per video")
-    predict.set_defaults(func=_predict)
+    predict.set_defaults(func=_predict, failure_code=2)
 
     stream = commands.add_parser("stream", help="classify a live source frame by frame (file or - for a pipe)")
     stream.add_argument("source", help="a video file, or - to read a video stream from stdin")
     stream.add_argument("--model", required=True)
-    stream.add_argument("--no-realtime", dest="realtime", action="store_false",
-                        help="read a file as fast as possible instead of at its frame rate")
+    stream.add_argument(
+        "--no-realtime",
+        dest="realtime",
+        action="store_false",
+        help="read a file as fast as possible instead of at its frame rate",
+    )
     stream.add_argument("--every", type=float, default=1.0, help="also print every this many seconds")
     stream.set_defaults(func=_stream)
 
@@ -350,19 +314,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-frames", type=int, default=256, help="frames per request to a stream session")
     serve.add_argument("--session-ttl", type=float, default=300.0, help="idle seconds before a session expires")
     serve.add_argument("--max-sessions", type=int, default=64)
-    serve.set_defaults(func=_serve)
+    serve.set_defaults(func=_serve, failure_code=2)
 
     export = commands.add_parser("export", help="export a model for deployment")
     export_cmd = export.add_subparsers(dest="export_command", required=True)
-    onnx = export_cmd.add_parser(
-        "onnx", help="the stream model's one-step function, state as explicit inputs/outputs"
-    )
+    onnx = export_cmd.add_parser("onnx", help="the stream model's one-step function, state as explicit inputs/outputs")
     onnx.add_argument("--arch", help="a0..a5 (taken from --weights when it is a movinet checkpoint)")
     onnx.add_argument("--variant", default="stream", choices=["stream"])
     onnx.add_argument("--weights", help="our checkpoint or a published state dict")
     onnx.add_argument("--num-classes", type=int, default=600)
-    onnx.add_argument("--size", type=int, nargs="+", default=[172], metavar="PX",
-                      help="input size: one value (square) or H W")
+    onnx.add_argument(
+        "--size", type=int, nargs="+", default=[172], metavar="PX", help="input size: one value (square) or H W"
+    )
     onnx.add_argument("--frames-per-step", type=int, default=1)
     onnx.add_argument("-o", "--output", required=True)
     onnx.set_defaults(func=_export_onnx)
@@ -370,8 +333,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand. Its user errors end here, in one place: ``error: ...`` and the exit code the
+    subcommand declares (``failure_code``: 1 unless set), or 2 for a ``UsageError``."""
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except UsageError as exc:
+        report(exc)
+        return 2
+    except USER_ERRORS as exc:
+        report(exc)
+        return getattr(args, "failure_code", 1)
 
 
 if __name__ == "__main__":

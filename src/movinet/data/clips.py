@@ -77,7 +77,10 @@ def evenly_spaced_starts(num_cached: int, params: ClipParams, count: int) -> lis
 
 
 def index_clips(
-    video: str, frame_labels: list[str | None], params: ClipParams, starts,
+    video: str,
+    frame_labels: list[str | None],
+    params: ClipParams,
+    starts,
 ) -> list[Clip]:
     clips = []
     for start in starts:

@@ -1,4 +1,4 @@
-"""LightningDataModule over the frame cache and the ingested labels."""
+"""LightningDataModule over the frame cache and the ingested labels, built from the typed config."""
 
 from __future__ import annotations
 
@@ -7,15 +7,35 @@ from pathlib import Path
 import lightning as L
 from torch.utils.data import DataLoader, RandomSampler
 
+from movinet.config import Config, resolve_path
 from movinet.data.clips import ClipParams
 from movinet.data.dataset import Augment, ClipDataset, build_clips
 
 
+def clip_params(cfg: Config) -> ClipParams:
+    """The clip index's parameters: ``data.clips`` with the model's clip length."""
+    clips = cfg.data.clips
+    return ClipParams(
+        num_frames=cfg.frames_per_clip,
+        frame_stride=clips.frame_stride,
+        discard_threshold=clips.discard_threshold,
+        offset=clips.offset,
+        include_background=clips.include_background,
+    )
+
+
 class ClipDataModule(L.LightningDataModule):
     def __init__(
-        self, frames_dir: str | Path, labels_dir: str | Path, params: ClipParams, augment: Augment,
-        batch_size: int = 8, num_workers: int = 0, train_sampling: str = "hop",
-        train_hop: int | None = None, eval_clips_per_video: int = 4,
+        self,
+        frames_dir: str | Path,
+        labels_dir: str | Path,
+        params: ClipParams,
+        augment: Augment,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        train_sampling: str = "hop",
+        train_hop: int | None = None,
+        eval_clips_per_video: int = 4,
     ) -> None:
         super().__init__()
         if train_sampling not in ("hop", "random"):
@@ -29,6 +49,27 @@ class ClipDataModule(L.LightningDataModule):
         self.eval_clips_per_video = eval_clips_per_video
         self.datasets: dict[str, ClipDataset] = {}
         self.classes: list[str] = []
+
+    @classmethod
+    def from_config(cls, cfg: Config, root: str | Path | None = None) -> ClipDataModule:
+        data = cfg.data
+        augment = Augment(
+            crop_size=data.transform.crop_size,
+            scale=tuple(data.transform.crop_scale),
+            hflip=data.transform.hflip,
+            no_flip=tuple(data.transform.no_flip_classes),
+        )
+        return cls(
+            resolve_path(data.extract.out_dir, root),
+            resolve_path(data.labels.out_dir, root),
+            clip_params(cfg),
+            augment,
+            batch_size=data.loader.batch_size,
+            num_workers=data.loader.num_workers,
+            train_sampling=data.clips.train_sampling.value,
+            train_hop=data.clips.train_hop,
+            eval_clips_per_video=data.clips.eval_clips_per_video,
+        )
 
     def setup(self, stage: str | None = None) -> None:
         for split in ("train", "val", "test"):
@@ -50,8 +91,12 @@ class ClipDataModule(L.LightningDataModule):
             per_epoch = max(1, len(dataset) // self.train_hop)
             sampler, shuffle = RandomSampler(dataset, num_samples=per_epoch), False
         return DataLoader(
-            dataset, batch_size=self.batch_size, shuffle=shuffle, sampler=sampler,
-            num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
             drop_last=split == "train" and len(dataset) > self.batch_size,
         )
 

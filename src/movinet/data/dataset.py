@@ -3,8 +3,8 @@
 A sample is ``(clip, label)``: ``clip`` is float ``(C, T, H, W)`` in [0, 1], ``label`` the class
 index. Frames come from the memory-mapped cache arrays, so reading a clip is an index, not a decode.
 Training: random resized crop (one box for the whole clip) and, only where the class allows it,
-horizontal flip (``no_flip`` lists the classes a mirror image would change, e.g. left/right motion). Evaluation: deterministic resize
-of the short side and center crop.
+horizontal flip (``no_flip`` lists the classes a mirror image would change, e.g. left/right
+motion). Evaluation: deterministic resize of the short side and center crop.
 """
 
 from __future__ import annotations
@@ -73,8 +73,13 @@ def resize_clip(clip: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 class ClipDataset(Dataset):
     def __init__(
-        self, frames_dir: str | Path, clips: list[Clip], classes: list[str], params: ClipParams,
-        augment: Augment, train: bool,
+        self,
+        frames_dir: str | Path,
+        clips: list[Clip],
+        classes: list[str],
+        params: ClipParams,
+        augment: Augment,
+        train: bool,
     ) -> None:
         self.frames_dir = Path(frames_dir)
         self.index = load_index(frames_dir)["videos"]
@@ -116,8 +121,12 @@ class ClipDataset(Dataset):
 
 
 def build_clips(
-    frames_dir: str | Path, labels_dir: str | Path, split: str, params: ClipParams,
-    train_hop: int | None = None, eval_clips_per_video: int = 4,
+    frames_dir: str | Path,
+    labels_dir: str | Path,
+    split: str,
+    params: ClipParams,
+    train_hop: int | None = None,
+    eval_clips_per_video: int = 4,
 ) -> tuple[list[Clip], list[str]]:
     """The clips of one split. Training: every valid window, ``train_hop`` apart (None: all starts,
     for random-start sampling); evaluation: ``eval_clips_per_video`` fixed, evenly spaced windows."""

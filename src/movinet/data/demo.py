@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import csv
 import math
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from movinet.files import atomic_dir
 
 CLASSES = ("grow", "move_down", "move_left", "move_right", "move_up", "rotate_ccw", "rotate_cw", "shrink")
 CONTAINERS = (("mp4", "libx264"),) * 4 + (("avi", "mpeg4"), ("webm", "libvpx"))
@@ -89,10 +89,12 @@ class _Looks:
     objects: list[np.ndarray]
 
     @classmethod
-    def make(cls, cfg: DemoConfig) -> "_Looks":
+    def make(cls, cfg: DemoConfig) -> _Looks:
         rng = np.random.default_rng([cfg.seed, 10_000])
-        backgrounds = [_texture(rng, cfg.height, cfg.width, int(rng.integers(3, 8)),
-                                float(rng.uniform(0.2, 0.45))) for _ in range(8)]
+        backgrounds = [
+            _texture(rng, cfg.height, cfg.width, int(rng.integers(3, 8)), float(rng.uniform(0.2, 0.45)))
+            for _ in range(8)
+        ]
         return cls(backgrounds, [_object_texture(rng) for _ in range(6)])
 
 
@@ -102,8 +104,10 @@ def _render(cfg: DemoConfig, rng: np.random.Generator, segments: list[_Segment],
     if rng.random() < 0.5:
         background = background[::-1, ::-1]
     tex = looks.objects[int(rng.integers(len(looks.objects)))]
-    distractors = [(_object_texture(rng, 16), rng.uniform(0, w), rng.uniform(0, h), rng.uniform(8, 12))
-                   for _ in range(int(rng.integers(1, 3)))]
+    distractors = [
+        (_object_texture(rng, 16), rng.uniform(0, w), rng.uniform(0, h), rng.uniform(8, 12))
+        for _ in range(int(rng.integers(1, 3)))
+    ]
     cx, cy = rng.uniform(0, w), rng.uniform(0, h)
     angle, size = rng.uniform(0, 2 * math.pi), rng.uniform(26, 36)
     frames = []
@@ -182,9 +186,12 @@ def _plan(rng: np.random.Generator, cfg: DemoConfig, i: int) -> tuple[str, list[
 
 def make_demo_data(out_dir: str | Path, cfg: DemoConfig = DemoConfig()) -> Path:
     """Write ``videos/`` and ``labels.csv`` under ``out_dir`` (atomically: temp folder + rename)."""
-    out_dir = Path(out_dir)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    with atomic_dir(out_dir) as tmp:
+        _write_demo(tmp, cfg)
+    return Path(out_dir)
+
+
+def _write_demo(tmp: Path, cfg: DemoConfig) -> None:
     (tmp / "videos").mkdir(parents=True)
     rows: list[dict] = []
     looks = _Looks.make(cfg)
@@ -201,10 +208,6 @@ def make_demo_data(out_dir: str | Path, cfg: DemoConfig = DemoConfig()) -> Path:
         writer = csv.DictWriter(f, fieldnames=["filename", "frame", "start_frame", "end_frame", "timestamp", "label"])
         writer.writeheader()
         writer.writerows(rows)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
-    return out_dir
 
 
 def _label_rows(name: str, style: str, segments: list[_Segment], fps: int, rng) -> list[dict]:

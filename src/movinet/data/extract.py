@@ -19,16 +19,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from movinet.data.video import list_videos, open_reader, probe, resample_indices, resized_shape
-from movinet.files import write_json_atomic
+from movinet.files import atomic_path, write_json_atomic
 
 INDEX_FILE = "index.json"
 REPORT_FILE = "extract_report.json"
@@ -44,11 +45,15 @@ class ExtractReport:
     skipped: list[dict] = field(default_factory=list)  # {"file", "reason"}
 
     def to_dict(self) -> dict:
-        return {"extracted": self.extracted, "unchanged": self.unchanged, "removed": self.removed,
-                "skipped": self.skipped}
+        return {
+            "extracted": self.extracted,
+            "unchanged": self.unchanged,
+            "removed": self.removed,
+            "skipped": self.skipped,
+        }
 
 
-class ExtractionError(RuntimeError):
+class ExtractionError(ValueError):
     """Raised in strict mode when any video could not be extracted (the report is still written)."""
 
 
@@ -72,29 +77,34 @@ def extract_one(path: Path, dest: Path, fps: float | None, size: int | None) -> 
     height, width = resized_shape(info.height, info.width, size)
     indices = resample_indices(info.frames, info.fps, fps)
     reader = open_reader(path, width=width, height=height)
-    tmp = dest.with_name(f".{dest.name}.tmp")
     try:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
-                                        shape=(len(indices), height, width, 3))
-        for start in range(0, len(indices), BATCH):
-            chunk = indices[start : start + BATCH]
-            out[start : start + len(chunk)] = reader.get_batch(chunk.tolist()).asnumpy()
-        out.flush()
-        del out
-        os.replace(tmp, dest)
+        # No fsync: the cache is derived data, and a flush per video would halve extraction speed.
+        with atomic_path(dest, fsync=False) as tmp:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(indices), height, width, 3))
+            for start in range(0, len(indices), BATCH):
+                chunk = indices[start : start + BATCH]
+                out[start : start + len(chunk)] = reader.get_batch(chunk.tolist()).asnumpy()
+            out.flush()
+            del out
     except Exception as exc:
-        if tmp.exists():
-            tmp.unlink()
         if isinstance(exc, ValueError):
             raise
         raise ValueError(f"{path}: decoding failed ({str(exc).splitlines()[0][:200]})") from exc
     stat = path.stat()
     return {
-        "file": f"{FRAMES_DIR}/{dest.name}", "frames": int(len(indices)), "height": height,
-        "width": width, "fps": float(fps) if len(indices) < info.frames else info.fps,
-        "source_frames": info.frames, "source_fps": info.fps, "source_height": info.height,
-        "source_width": info.width, "source_index": indices.tolist(), "size_bytes": stat.st_size,
-        "mtime_ns": stat.st_mtime_ns, "sha256": file_sha256(path),
+        "file": f"{FRAMES_DIR}/{dest.name}",
+        "frames": int(len(indices)),
+        "height": height,
+        "width": width,
+        "fps": float(fps) if len(indices) < info.frames else info.fps,
+        "source_frames": info.frames,
+        "source_fps": info.fps,
+        "source_height": info.height,
+        "source_width": info.width,
+        "source_index": indices.tolist(),
+        "size_bytes": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "sha256": file_sha256(path),
     }
 
 
@@ -110,8 +120,13 @@ def load_index(out_dir: str | Path) -> dict:
 
 
 def extract_videos(
-    video_dir: str | Path, out_dir: str | Path, fps: float | None = None, size: int | None = 172,
-    workers: int = 1, strict: bool = False, progress: bool = True,
+    video_dir: str | Path,
+    out_dir: str | Path,
+    fps: float | None = None,
+    size: int | None = 172,
+    workers: int = 1,
+    strict: bool = False,
+    progress: bool = True,
 ) -> ExtractReport:
     """Bring the cache in ``out_dir`` up to date with the videos in ``video_dir``."""
     videos = list_videos(video_dir)
@@ -122,44 +137,19 @@ def extract_videos(
     index = load_index(out_dir)
     entries: dict[str, dict] = index["videos"] if index.get("params") == params else {}
     report = ExtractReport()
-
-    todo = []
-    for rel, path in videos.items():
-        entry = entries.get(rel)
-        stat = path.stat()
-        if (entry is not None and entry["size_bytes"] == stat.st_size
-                and entry["mtime_ns"] == stat.st_mtime_ns and (out_dir / entry["file"]).is_file()):
-            report.unchanged.append(rel)
-        else:
-            entries.pop(rel, None)
-            todo.append(rel)
-    for rel in sorted(set(entries) - set(videos)):
-        entries.pop(rel)
-        report.removed.append(rel)
-    _remove_strays(frames_dir, {Path(e["file"]).name for e in entries.values()}
-                   | {cache_name(rel) for rel in todo})
+    todo = _changed(videos, entries, out_dir, report)
+    _remove_strays(frames_dir, {Path(e["file"]).name for e in entries.values()} | {cache_name(rel) for rel in todo})
 
     def save_index() -> None:
         write_json_atomic(out_dir / INDEX_FILE, {"params": params, "videos": dict(sorted(entries.items()))})
 
     save_index()
-    bar = _progress(len(todo), progress)
     jobs = {rel: (str(videos[rel]), str(frames_dir / cache_name(rel)), fps, size) for rel in todo}
-    if workers <= 1:
-        for rel in todo:
-            _finish(rel, lambda: _job(*jobs[rel]), entries, report)
+    with tqdm(total=len(todo), unit="video", desc="extract frames", disable=not progress or not todo) as bar:
+        for rel, result in _results(jobs, workers):
+            _finish(rel, result, entries, report)
             save_index()
             bar.update(1)
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            pending = {pool.submit(_job, *jobs[rel]): rel for rel in todo}
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    _finish(pending.pop(future), future.result, entries, report)
-                    bar.update(1)
-                save_index()
-    bar.close()
     report.extracted.sort()
     write_json_atomic(out_dir / REPORT_FILE, report.to_dict())
     if strict and report.skipped:
@@ -168,6 +158,41 @@ def extract_videos(
             + "; ".join(f"{s['file']}: {s['reason']}" for s in report.skipped)
         )
     return report
+
+
+def _changed(videos: dict[str, Path], entries: dict, out_dir: Path, report: ExtractReport) -> list[str]:
+    """The videos to (re)extract; drops the entries of changed and vanished videos from ``entries``."""
+    todo = []
+    for rel, path in videos.items():
+        entry, stat = entries.get(rel), path.stat()
+        if (
+            entry is not None
+            and entry["size_bytes"] == stat.st_size
+            and entry["mtime_ns"] == stat.st_mtime_ns
+            and (out_dir / entry["file"]).is_file()
+        ):
+            report.unchanged.append(rel)
+        else:
+            entries.pop(rel, None)
+            todo.append(rel)
+    for rel in sorted(set(entries) - set(videos)):
+        entries.pop(rel)
+        report.removed.append(rel)
+    return todo
+
+
+def _results(jobs: dict[str, tuple], workers: int):
+    """``(video, result)`` as each extraction finishes; ``result()`` returns its entry or raises."""
+    if workers <= 1:
+        for rel, job in jobs.items():
+            yield rel, partial(_job, *job)
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        pending = {pool.submit(_job, *job): rel for rel, job in jobs.items()}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield pending.pop(future), future.result
 
 
 def _finish(rel: str, result, entries: dict, report: ExtractReport) -> None:
@@ -183,16 +208,3 @@ def _remove_strays(frames_dir: Path, keep: set[str]) -> None:
     for path in frames_dir.iterdir():
         if path.name not in keep:
             path.unlink()
-
-
-class _NoBar:
-    def update(self, n: int) -> None: ...
-    def close(self) -> None: ...
-
-
-def _progress(total: int, enabled: bool):
-    if not enabled or total == 0:
-        return _NoBar()
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="video", desc="extract frames")

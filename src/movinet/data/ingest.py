@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import shutil
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from movinet.data.extract import load_index
 from movinet.data.labels import BACKGROUND, Labels, assign_splits, read_labels
+from movinet.files import atomic_dir
 
 FRAME_LABELS = "frame_labels.csv"
 SPLITS = "splits.csv"
@@ -33,22 +32,29 @@ class CachedLength:
 
 def cached_videos(frames_dir: str | Path) -> dict[str, CachedLength]:
     """Source frame count and fps of every video in the frame cache (what CSV rows refer to)."""
-    return {rel: CachedLength(e["source_frames"], e["source_fps"])
-            for rel, e in load_index(frames_dir)["videos"].items()}
+    return {
+        rel: CachedLength(e["source_frames"], e["source_fps"]) for rel, e in load_index(frames_dir)["videos"].items()
+    }
 
 
 def ingest_labels(
-    labels_csv: str | Path, frames_dir: str | Path, out_dir: str | Path,
-    interpolation: str = "none", on_error: str = "fail", seed: int = 0,
+    labels_csv: str | Path,
+    frames_dir: str | Path,
+    out_dir: str | Path,
+    interpolation: str = "none",
+    on_error: str = "fail",
+    seed: int = 0,
     fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
 ) -> dict:
     labels = read_labels(labels_csv, cached_videos(frames_dir), interpolation, on_error)
     splits = assign_splits(labels, seed, fractions)
     summary = summarize(labels, splits)
-    out_dir = Path(out_dir)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    with atomic_dir(out_dir) as tmp:
+        _write_outputs(tmp, labels, splits, summary)
+    return summary
+
+
+def _write_outputs(tmp: Path, labels: Labels, splits: dict[str, str], summary: dict) -> None:
     with open(tmp / FRAME_LABELS, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["filename", "frame", "label"])
@@ -60,18 +66,12 @@ def ingest_labels(
         for video, split in splits.items():
             writer.writerow([video, split, labels.majority(video), len(labels.frames[video])])
     (tmp / CLASSES).write_text(json.dumps({"classes": labels.classes, "background": BACKGROUND}, indent=1))
-    (tmp / REPORT).write_text(json.dumps(
-        {**summary, "skipped_rows": [{"row": i.row, "file": i.file, "reason": i.message}
-                                     for i in labels.skipped]}, indent=1))
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, out_dir)
-    return summary
+    (tmp / REPORT).write_text(
+        json.dumps(
+            {**summary, "skipped_rows": [{"row": i.row, "file": i.file, "reason": i.message} for i in labels.skipped]},
+            indent=1,
+        )
+    )
 
 
 def summarize(labels: Labels, splits: dict[str, str]) -> dict:

@@ -83,7 +83,9 @@ class _Row:
 
 
 def read_labels(
-    csv_path: str | Path, videos: Mapping[str, VideoLength], interpolation: str = "none",
+    csv_path: str | Path,
+    videos: Mapping[str, VideoLength],
+    interpolation: str = "none",
     on_error: str = "fail",
 ) -> Labels:
     """Parse and validate ``csv_path`` against ``videos`` (relative path -> frames, fps)."""
@@ -116,13 +118,17 @@ def read_labels(
     labels.skipped = issues
     _interpolate(labels, rows, interpolation)
     if not labels.classes:
-        raise LabelError(source, [*issues, LabelIssue(None, None, "no classes: no row labels a frame "
-                                                                  f"with a class other than {BACKGROUND!r}")])
+        raise LabelError(
+            source,
+            [
+                *issues,
+                LabelIssue(None, None, f"no classes: no row labels a frame with a class other than {BACKGROUND!r}"),
+            ],
+        )
     return labels
 
 
-def _parse_row(number: int, values: dict, videos: Mapping[str, VideoLength],
-               issues: list[LabelIssue]) -> _Row | None:
+def _parse_row(number: int, values: dict, videos: Mapping[str, VideoLength], issues: list[LabelIssue]) -> _Row | None:
     file, label = values.get("filename", ""), values.get("label", "")
 
     def bad(message: str) -> None:
@@ -168,8 +174,10 @@ def _parse_row(number: int, values: dict, videos: Mapping[str, VideoLength],
             return bad(f"negative timestamp {seconds}")
         frame = round(seconds * videos[file].fps)
         if frame >= length:
-            return bad(f"timestamp {seconds}s is past the end (the video lasts "
-                       f"{length / videos[file].fps:.3f}s, {length} frames)")
+            return bad(
+                f"timestamp {seconds}s is past the end (the video lasts "
+                f"{length / videos[file].fps:.3f}s, {length} frames)"
+            )
         return _Row(number, file, label, [frame], True, split)
     start, end = frame_number("start_frame"), frame_number("end_frame")
     if start is None or end is None:
@@ -188,23 +196,34 @@ def _assign(rows: list[_Row], videos: Mapping[str, VideoLength], issues: list[La
         per = frames[row.file]
         clash = next((f for f in covered if per.get(f, row.label) != row.label), None)
         if clash is not None:
-            issues.append(LabelIssue(row.number, row.file, (
-                f"conflicting labels on frame {clash}: {row.label!r} here, {per[clash]!r} "
-                f"from row {owner[(row.file, clash)]}")))
+            issues.append(
+                LabelIssue(
+                    row.number,
+                    row.file,
+                    (
+                        f"conflicting labels on frame {clash}: {row.label!r} here, {per[clash]!r} "
+                        f"from row {owner[(row.file, clash)]}"
+                    ),
+                )
+            )
             continue
         if row.split is not None:
             earlier = splits.get(row.file)
             if earlier is not None and earlier[0] != row.split:
-                issues.append(LabelIssue(row.number, row.file, (
-                    f"split {row.split!r} conflicts with {earlier[0]!r} from row {earlier[1]}")))
+                issues.append(
+                    LabelIssue(
+                        row.number,
+                        row.file,
+                        (f"split {row.split!r} conflicts with {earlier[0]!r} from row {earlier[1]}"),
+                    )
+                )
                 continue
             splits[row.file] = (row.split, row.number)
         for f in covered:
             if f not in per:
                 per[f] = row.label
                 owner[(row.file, f)] = row.number
-    return Labels({k: dict(sorted(v.items())) for k, v in frames.items() if v},
-                  {k: v[0] for k, v in splits.items()})
+    return Labels({k: dict(sorted(v.items())) for k, v in frames.items() if v}, {k: v[0] for k, v in splits.items()})
 
 
 def _interpolate(labels: Labels, rows: list[_Row], mode: str) -> None:

@@ -1,1 +1,2 @@
-"""Using trained models: ONNX export of the stream step (and, later, prediction and serving)."""
+"""Using trained models: video input, prediction and streaming sessions, the temporal ensemble,
+ONNX export of the stream step, live sources and the HTTP server."""

@@ -13,6 +13,8 @@ from torch import Tensor, nn
 
 from movinet.models import MoViNet
 
+ENSEMBLE_FILE = "ensemble.json"  # a trained ensemble's folder: member checkpoints, offsets, stride, classes
+
 
 class TemporalEnsemble(nn.Module):
     def __init__(self, members: list[MoViNet], offsets: list[int], stride: int) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from movinet.files import atomic_path
 from movinet.models import MoViNet, optimize_for_inference
 from movinet.models.fast import StreamStep
 
@@ -39,33 +40,35 @@ def export_stream_onnx(
     names = list(state)
     frames = torch.rand(batch_size, 3, frames_per_step, h, w)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         # The exporter warns about every torchvision op it cannot register: not ours, silence it.
         logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
         with torch.no_grad():
             torch.onnx.export(
-                StreamStep(step_model, names).eval(), (frames, *state.values()), str(tmp),
-                input_names=["frames", *names], output_names=["logits", *[f"{n}.next" for n in names]],
-                opset_version=opset, dynamo=True, external_data=False, verbose=False,
+                StreamStep(step_model, names).eval(),
+                (frames, *state.values()),
+                str(tmp),
+                input_names=["frames", *names],
+                output_names=["logits", *[f"{n}.next" for n in names]],
+                opset_version=opset,
+                dynamo=True,
+                external_data=False,
+                verbose=False,
             )
         import onnx
 
         onnx_model = onnx.load(str(tmp))
         meta = {
-            "movinet.arch": model.spec.arch, "movinet.variant": model.variant,
-            "movinet.image_size": json.dumps([h, w]), "movinet.frames_per_step": str(frames_per_step),
+            "movinet.arch": model.spec.arch,
+            "movinet.variant": model.variant,
+            "movinet.image_size": json.dumps([h, w]),
+            "movinet.frames_per_step": str(frames_per_step),
             "movinet.state_names": json.dumps(names),
             "movinet.class_names": json.dumps(list(class_names) if class_names else None),
         }
         for key, value in meta.items():
             onnx_model.metadata_props.add(key=key, value=value)
         onnx.save(onnx_model, str(tmp))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

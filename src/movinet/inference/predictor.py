@@ -54,11 +54,18 @@ def top_classes(probabilities: np.ndarray, class_names: list[str], k: int) -> li
 
 
 class Predictor:
-    def __init__(self, members: list[MoViNet], class_names: list[str], prep: Preprocessing,
-                 offsets: list[int] = (0,), stride: int = 1) -> None:
+    def __init__(
+        self,
+        members: list[MoViNet],
+        class_names: list[str],
+        prep: Preprocessing,
+        offsets: list[int] = (0,),
+        stride: int = 1,
+    ) -> None:
         if any(m.num_classes != len(class_names) for m in members):
-            raise ValueError(f"the model predicts {members[0].num_classes} classes, "
-                             f"{len(class_names)} class names given")
+            raise ValueError(
+                f"the model predicts {members[0].num_classes} classes, {len(class_names)} class names given"
+            )
         self.members = [m.eval() for m in members]
         self.class_names = list(class_names)
         self.prep = prep
@@ -68,8 +75,9 @@ class Predictor:
         self._traced: list[TracedStream] | None = None
 
     @classmethod
-    def from_checkpoints(cls, paths: list[str | Path], prep: Preprocessing, offsets: list[int] = (0,),
-                         stride: int = 1) -> Predictor:
+    def from_checkpoints(
+        cls, paths: list[str | Path], prep: Preprocessing, offsets: list[int] = (0,), stride: int = 1
+    ) -> Predictor:
         loaded = [load_checkpoint(p) for p in paths]
         names = {tuple(payload.get("class_names") or ()) for _, payload in loaded}
         if len(names) != 1 or not next(iter(names)):
@@ -90,13 +98,20 @@ class Predictor:
         positions = positions[positions < length]
         return positions if len(positions) >= len(self.members) else np.arange(min(length, self.prep.num_frames))
 
-    def predict(self, source, per_frame: bool = False, progress: bool = False, name: str | None = None,
-                ) -> Prediction:
+    def predict(
+        self,
+        source,
+        per_frame: bool = False,
+        progress: bool = False,
+        name: str | None = None,
+    ) -> Prediction:
         """``source``: a video file, its bytes, or decoded ``(T, H, W, 3)`` uint8 frames."""
         with VideoFrames(source, self.prep, name) as video:
             if len(video) < len(self.members):  # each member needs at least one frame of its own
-                raise ValueError(f"{video.name}: video too short ({len(video)} frame at the model's rate; "
-                                 f"the {len(self.members)}-member ensemble needs {len(self.members)})")
+                raise ValueError(
+                    f"{video.name}: video too short ({len(video)} frame at the model's rate; "
+                    f"the {len(self.members)}-member ensemble needs {len(self.members)})"
+                )
             starts = evenly_spaced_starts(len(video), self.clip_params, self.prep.clips_per_video) or [0]
             clips = torch.stack([video.clip(self._clip_positions(s, len(video))) for s in starts])
             probabilities = self.clip_probabilities(clips).mean(0).numpy()
@@ -104,8 +119,7 @@ class Predictor:
             result = Prediction(video.name, probabilities, self.class_names, len(video), fps)
             if per_frame:
                 rows = self._timeline(video, progress)
-                result.timeline = [{"frame": f, "time": f / fps if fps else None, "probabilities": p}
-                                   for f, p in rows]
+                result.timeline = [{"frame": f, "time": f / fps if fps else None, "probabilities": p} for f, p in rows]
         return result
 
     def session(self, source_fps: float | None = None) -> StreamSession:
@@ -165,8 +179,12 @@ class StreamSession:
             return []
         return self.push_prepared(prepare_frames(np.stack(keep), self.predictor.prep))
 
-    def push_prepared(self, chunk: torch.Tensor, first: int | None = None, step: int = 1,
-                      ) -> list[tuple[int, np.ndarray]]:
+    def push_prepared(
+        self,
+        chunk: torch.Tensor,
+        first: int | None = None,
+        step: int = 1,
+    ) -> list[tuple[int, np.ndarray]]:
         """Prepared frames ``(3, n, crop, crop)``; ``first``/``step``: their positions, when only
         every ``step``-th frame is given (a stream model skips the rest anyway)."""
         p = self.predictor
@@ -203,5 +221,4 @@ def _progress(items, enabled: bool, name: str, unit: str, total: int | None = No
         return items
     from tqdm import tqdm
 
-    return tqdm(items, total=total if items is None else len(items), desc=Path(name).name, unit=f" {unit}",
-                leave=False)
+    return tqdm(items, total=total if items is None else len(items), desc=Path(name).name, unit=f" {unit}", leave=False)

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
+from movinet.files import atomic_path
 from movinet.inference.predictor import Prediction
 
 
 def write_timeline_csv(predictions: list[Prediction], path: str | Path) -> Path:
     """One row per (video, frame): time, top label and score, then each class's probability."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     classes = predictions[0].class_names if predictions else []
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["video", "frame", "time", "label", "score", *classes])
         for pred in predictions:
@@ -23,9 +21,9 @@ def write_timeline_csv(predictions: list[Prediction], path: str | Path) -> Path:
                 probs = row["probabilities"]
                 best = int(probs.argmax())
                 time = "" if row["time"] is None else f"{row['time']:.3f}"
-                writer.writerow([pred.video, row["frame"], time, classes[best], f"{probs[best]:.4f}",
-                                 *[f"{p:.4f}" for p in probs]])
-    os.replace(tmp, path)
+                writer.writerow(
+                    [pred.video, row["frame"], time, classes[best], f"{probs[best]:.4f}", *[f"{p:.4f}" for p in probs]]
+                )
     return path
 
 

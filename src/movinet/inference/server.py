@@ -7,6 +7,12 @@
 
 Sessions idle longer than ``session_ttl_s`` expire. Bad input — too large, too many frames, not a
 video, not frames, unknown session — is a 4xx with a message, never a 500.
+
+Layout: ``SharedModel`` is the predictor with the one lock every model call takes; ``SessionStore``
+owns the open sessions (registry lock, expiry, limit); the routes are module-level functions on
+``router`` that find both, and the limits, on ``request.app.state``, which ``create_app`` fills.
+The routes' docstrings open with a ``\\f`` line: FastAPI cuts operation descriptions there, so
+they stay out of the OpenAPI schema; they say why, for whoever edits the code, not how to call it.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import uuid
 from dataclasses import dataclass, field
 
 import numpy as np
-from fastapi import FastAPI, HTTPException, Query, Request, UploadFile
+from fastapi import APIRouter, FastAPI, HTTPException, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -33,12 +39,109 @@ class ServerLimits:
     session_ttl_s: float = 300.0
     max_sessions: int = 64
 
+    @property
+    def max_bytes(self) -> int:
+        """``max_upload_mb`` in bytes: the one limit on both uploads and frame bodies."""
+        return int(self.max_upload_mb * 1024 * 1024)
+
+
+@dataclass
+class SharedModel:
+    """The predictor and the one lock that every use of its models takes.
+
+    The models are not safe to run from several threads at once, and all sessions share the
+    predictor's traced stream models (building a session may trace them), so ``/predict``, each
+    session's creation and each frame push run one at a time under ``lock``.
+    """
+
+    predictor: Predictor
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def predict(self, data: bytes, per_frame: bool, name: str) -> Prediction:
+        with self.lock:
+            return self.predictor.predict(data, per_frame=per_frame, name=name)
+
+    def session(self, fps: float | None) -> StreamSession:
+        with self.lock:
+            return self.predictor.session(source_fps=fps)
+
 
 @dataclass
 class _Live:
+    """One open session: its own lock (pushes to one stream run in order) and its last use (for expiry)."""
+
     session: StreamSession
     last_used: float = field(default_factory=time.monotonic)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def push(self, key: str, frames: np.ndarray, model: SharedModel, top_k: int) -> dict:
+        """Runs the frames and reads the answer under this session's lock (and the model's), so a
+        concurrent push to the same session cannot change it between the push and the answer."""
+        with self.lock, model.lock:
+            rows = self.session.push(frames)
+            self.last_used = time.monotonic()
+            out = {"id": key, "frames_received": self.session.received, "new_predictions": len(rows)}
+            if self.session.last is not None:
+                position, probs = self.session.last
+                out.update(frame=position, **_answer(model.predictor, probs, top_k))
+            return out
+
+
+class SessionStore:
+    """The open stream sessions by id, with their expiry and their limit.
+
+    ``_lock`` guards only the dict and is held briefly: creating a session (which may trace the
+    model, under the model lock) happens outside it, so lookups never wait on the model. The limit is
+    checked before creating (no wasted tracing when full) and again when registering (others may
+    have registered meanwhile).
+    """
+
+    def __init__(self, model: SharedModel, ttl_s: float, max_sessions: int) -> None:
+        self.model, self.ttl_s, self.max_sessions = model, ttl_s, max_sessions
+        self._sessions: dict[str, _Live] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._sessions)
+
+    def expire(self) -> None:
+        """Drops the sessions idle longer than the TTL (run on each open and lookup: no timer thread)."""
+        now = time.monotonic()
+        with self._lock:
+            for key in [k for k, s in self._sessions.items() if now - s.last_used > self.ttl_s]:
+                del self._sessions[key]
+
+    def _refuse_if_full(self) -> None:  # the caller holds self._lock
+        if len(self._sessions) >= self.max_sessions:
+            raise HTTPException(429, f"{self.max_sessions} sessions are open; close one or wait")
+
+    def open(self, fps: float | None) -> str:
+        """A new session's id; 429 when ``max_sessions`` are open (after expiring the idle ones)."""
+        self.expire()
+        with self._lock:
+            self._refuse_if_full()
+        live = _Live(self.model.session(fps))  # under the model lock, not the registry's
+        with self._lock:
+            self._refuse_if_full()
+            key = uuid.uuid4().hex
+            self._sessions[key] = live
+        return key
+
+    def get(self, key: str) -> _Live:
+        """The session ``key``; 404 when it was never opened, is closed, or has expired."""
+        self.expire()
+        with self._lock:
+            found = self._sessions.get(key)
+        if found is None:
+            raise HTTPException(404, f"no stream session {key!r} (closed or expired)")
+        return found
+
+    def close(self, key: str) -> None:
+        """Forgets the session ``key``; 404 as ``get`` when there is none."""
+        self.get(key)
+        with self._lock:
+            self._sessions.pop(key, None)
 
 
 def _answer(predictor: Predictor, probs: np.ndarray, top_k: int) -> dict:
@@ -47,11 +150,17 @@ def _answer(predictor: Predictor, probs: np.ndarray, top_k: int) -> dict:
 
 
 def _prediction(result: Prediction, predictor: Predictor, top_k: int) -> dict:
-    out = {"video": result.video, "frames": result.frames, "fps": result.fps,
-           **_answer(predictor, result.probabilities, top_k)}
+    out = {
+        "video": result.video,
+        "frames": result.frames,
+        "fps": result.fps,
+        **_answer(predictor, result.probabilities, top_k),
+    }
     if result.timeline:
-        out["per_frame"] = [{"frame": r["frame"], "time": r["time"],
-                             **_answer(predictor, r["probabilities"], 1)} for r in result.timeline]
+        out["per_frame"] = [
+            {"frame": r["frame"], "time": r["time"], **_answer(predictor, r["probabilities"], 1)}
+            for r in result.timeline
+        ]
     return out
 
 
@@ -87,101 +196,105 @@ async def _read_body(request: Request, max_bytes: int, max_mb: float) -> bytes:
     return bytes(body)
 
 
+router = APIRouter()
+
+
+async def _bad_input(request: Request, exc: ValueError):
+    """Bad content (not a video, not frames, too short...) surfaces as ValueError: a 422, not a 500."""
+    return JSONResponse(status_code=422, content={"detail": str(exc)})
+
+
+@router.get("/health")
+def health(request: Request) -> dict:
+    """
+    \f
+    What is served: a client checks the classes and preprocessing before sending videos.
+    """
+    state = request.app.state
+    predictor = state.model.predictor
+    return {
+        "status": "ok",
+        "model": state.model_uri,
+        "classes": predictor.class_names,
+        "streaming": predictor.streaming,
+        "members": len(predictor.members),
+        "preprocessing": predictor.prep.to_dict(),
+    }
+
+
+@router.post("/predict")
+async def predict(request: Request, video: UploadFile, per_frame: bool = False, top_k: int = Query(5, ge=1)) -> dict:
+    """
+    \f
+    One uploaded video's answer; the model runs in a worker thread so the server keeps serving.
+    """
+    state = request.app.state
+    data = await video.read(state.limits.max_bytes + 1)  # one byte more tells "too large" apart
+    if len(data) > state.limits.max_bytes:
+        raise HTTPException(413, f"upload larger than {state.limits.max_upload_mb:g} MB")
+    result = await run_in_threadpool(state.model.predict, bytes(data), per_frame, video.filename or "upload")
+    return _prediction(result, state.model.predictor, top_k)
+
+
+@router.post("/streams", status_code=201)
+def open_stream(request: Request, fps: float | None = Query(None, gt=0, description="the source's frame rate")) -> dict:
+    """
+    \f
+    A new live-stream session; the client pushes frames to it by id.
+    """
+    store = request.app.state.store
+    return {"id": store.open(fps), "expires_after_idle_s": store.ttl_s}
+
+
+@router.post("/streams/{key}/frames")
+async def push_frames(key: str, request: Request, top_k: int = Query(5, ge=1)) -> dict:
+    """
+    \f
+    Frames into a session and its running answer; limits are checked before the model runs.
+    """
+    state = request.app.state
+    live = state.store.get(key)
+    frames = _decode_frames(await _read_body(request, state.limits.max_bytes, state.limits.max_upload_mb))
+    if len(frames) > state.limits.max_frames:
+        raise HTTPException(413, f"{len(frames)} frames in one request; the limit is {state.limits.max_frames}")
+    return await run_in_threadpool(live.push, key, frames, state.model, top_k)
+
+
+@router.delete("/streams/{key}", status_code=204, response_class=Response)
+def close_stream(key: str, request: Request):
+    """
+    \f
+    Ends a session now rather than at its expiry, freeing its place under the limit.
+    """
+    request.app.state.store.close(key)
+    return Response(status_code=204)
+
+
 def create_app(predictor: Predictor, limits: ServerLimits = ServerLimits(), model_uri: str = ""):
+    """The app serving ``predictor``; its state (model, store, limits) lives on ``app.state``, so
+    several apps in one process (tests, benchmarks) share no state."""
     import movinet
 
-    app = FastAPI(title="movinet", version=movinet.__version__,
-                  description="MoViNet video classification: whole videos and live streams.")
-    sessions: dict[str, _Live] = {}
-    registry_lock, model_lock = threading.Lock(), threading.Lock()
-    max_bytes = int(limits.max_upload_mb * 1024 * 1024)
-
-    def expire() -> None:
-        now = time.monotonic()
-        with registry_lock:
-            for key in [k for k, s in sessions.items() if now - s.last_used > limits.session_ttl_s]:
-                del sessions[key]
-
-    @app.exception_handler(ValueError)
-    async def bad_input(request: Request, exc: ValueError):
-        return JSONResponse(status_code=422, content={"detail": str(exc)})
-
-    @app.get("/health")
-    def health() -> dict:
-        return {"status": "ok", "model": model_uri, "classes": predictor.class_names,
-                "streaming": predictor.streaming, "members": len(predictor.members),
-                "preprocessing": predictor.prep.to_dict()}
-
-    @app.post("/predict")
-    async def predict(video: UploadFile, per_frame: bool = False, top_k: int = Query(5, ge=1)) -> dict:
-        data = await video.read(max_bytes + 1)
-        if len(data) > max_bytes:
-            raise HTTPException(413, f"upload larger than {limits.max_upload_mb:g} MB")
-        name = video.filename or "upload"
-
-        def run() -> Prediction:
-            with model_lock:
-                return predictor.predict(bytes(data), per_frame=per_frame, name=name)
-
-        result = await run_in_threadpool(run)
-        return _prediction(result, predictor, top_k)
-
-    @app.post("/streams", status_code=201)
-    def open_stream(fps: float | None = Query(None, gt=0, description="the source's frame rate")) -> dict:
-        expire()
-        full = HTTPException(429, f"{limits.max_sessions} sessions are open; close one or wait")
-        with registry_lock:
-            if len(sessions) >= limits.max_sessions:
-                raise full
-        with model_lock:  # building a session traces the model: not while others use it or the registry
-            session = _Live(predictor.session(source_fps=fps))
-        with registry_lock:
-            if len(sessions) >= limits.max_sessions:
-                raise full
-            key = uuid.uuid4().hex
-            sessions[key] = session
-        return {"id": key, "expires_after_idle_s": limits.session_ttl_s}
-
-    def live(key: str) -> _Live:
-        expire()
-        with registry_lock:
-            found = sessions.get(key)
-        if found is None:
-            raise HTTPException(404, f"no stream session {key!r} (closed or expired)")
-        return found
-
-    @app.post("/streams/{key}/frames")
-    async def push_frames(key: str, request: Request, top_k: int = Query(5, ge=1)) -> dict:
-        state = live(key)
-        frames = _decode_frames(await _read_body(request, max_bytes, limits.max_upload_mb))
-        if len(frames) > limits.max_frames:
-            raise HTTPException(413, f"{len(frames)} frames in one request; the limit is {limits.max_frames}")
-
-        def run() -> dict:
-            with state.lock, model_lock:  # the answer is read under the lock that guards the session
-                rows = state.session.push(frames)
-                state.last_used = time.monotonic()
-                out = {"id": key, "frames_received": state.session.received, "new_predictions": len(rows)}
-                if state.session.last is not None:
-                    position, probs = state.session.last
-                    out.update(frame=position, **_answer(predictor, probs, top_k))
-                return out
-
-        return await run_in_threadpool(run)
-
-    @app.delete("/streams/{key}", status_code=204, response_class=Response)
-    def close_stream(key: str):
-        live(key)
-        with registry_lock:
-            sessions.pop(key, None)
-        return Response(status_code=204)
-
-    app.state.sessions = sessions
+    app = FastAPI(
+        title="movinet",
+        version=movinet.__version__,
+        description="MoViNet video classification: whole videos and live streams.",
+    )
+    model = SharedModel(predictor)
+    app.state.model, app.state.limits, app.state.model_uri = model, limits, model_uri
+    app.state.store = SessionStore(model, limits.session_ttl_s, limits.max_sessions)
+    app.add_exception_handler(ValueError, _bad_input)
+    app.include_router(router)
     return app
 
 
-def serve(model_uri: str, host: str = "127.0.0.1", port: int = 8000, limits: ServerLimits = ServerLimits(),
-          tracking_uri: str | None = None) -> None:
+def serve(
+    model_uri: str,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    limits: ServerLimits = ServerLimits(),
+    tracking_uri: str | None = None,
+) -> None:
     import uvicorn
 
     from movinet.inference.load import load_predictor

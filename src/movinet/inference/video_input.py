@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from movinet.config import Config, to_config
 from movinet.data.dataset import center_crop, resize_clip
 from movinet.data.video import open_reader, probe, resample_indices, resized_shape
 
@@ -36,12 +37,17 @@ class Preprocessing:
     clips_per_video: int = 4  # evenly spaced clips averaged into a video's prediction
 
     @classmethod
-    def from_config(cls, cfg: dict) -> Preprocessing:
-        data = cfg["data"]
+    def from_config(cls, cfg: Config | Mapping) -> Preprocessing:
+        """The preprocessing of the run that trained the model (a ``Config`` or its plain form)."""
+        cfg = to_config(cfg)
+        data = cfg.data
         return cls(
-            fps=data["extract"]["fps"], size=data["extract"]["size"] or None, crop_size=data["crop_size"],
-            num_frames=cfg["model"].get("frames") or data["num_frames"], frame_stride=data["frame_stride"],
-            clips_per_video=data["eval_clips_per_video"],
+            fps=data.extract.fps,
+            size=data.extract.size or None,
+            crop_size=data.transform.crop_size,
+            num_frames=cfg.frames_per_clip,
+            frame_stride=data.clips.frame_stride,
+            clips_per_video=data.clips.eval_clips_per_video,
         )
 
     def to_dict(self) -> dict:
@@ -51,8 +57,9 @@ class Preprocessing:
 class VideoFrames:
     """One video's frames after resampling: ``len()`` of them, read as ``(3, T, crop, crop)`` floats."""
 
-    def __init__(self, source: str | os.PathLike | bytes | np.ndarray, prep: Preprocessing,
-                 name: str | None = None) -> None:
+    def __init__(
+        self, source: str | os.PathLike | bytes | np.ndarray, prep: Preprocessing, name: str | None = None
+    ) -> None:
         self.prep = prep
         self._tmp: str | None = None
         self._array: np.ndarray | None = None

@@ -8,8 +8,18 @@ from movinet.models.specs import ARCHS, SPECS, VARIANTS, ModelSpec
 from movinet.models.weights import kinetics600_classes, load_pretrained, save_checkpoint
 
 __all__ = [
-    "ARCHS", "SPECS", "VARIANTS", "MoViNet", "ModelSpec", "State", "build", "kinetics600_classes",
-    "load_pretrained", "optimize_for_inference", "save_checkpoint", "TracedStream",
+    "ARCHS",
+    "SPECS",
+    "VARIANTS",
+    "MoViNet",
+    "ModelSpec",
+    "State",
+    "build",
+    "kinetics600_classes",
+    "load_pretrained",
+    "optimize_for_inference",
+    "save_checkpoint",
+    "TracedStream",
 ]
 
 

@@ -56,8 +56,11 @@ class TracedStream:
     """
 
     def __init__(
-        self, model: MoViNet, image_size: int | tuple[int, int] | None = None,
-        batch_size: int = 1, frames_per_step: int = 1,
+        self,
+        model: MoViNet,
+        image_size: int | tuple[int, int] | None = None,
+        batch_size: int = 1,
+        frames_per_step: int = 1,
     ) -> None:
         size = image_size if image_size is not None else model.spec.resolution
         self.image_size = (size, size) if isinstance(size, int) else tuple(size)

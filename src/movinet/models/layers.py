@@ -83,8 +83,13 @@ class ConvBN(nn.Module):
         self.pad_in_forward = stride > 1
         spatial = (0, 0) if self.pad_in_forward else ((kernel[1] - 1) // 2, (kernel[2] - 1) // 2)
         self.conv = nn.Conv3d(
-            cin, cout, kernel, stride=(1, stride, stride), padding=(temporal_padding, *spatial),
-            groups=groups, bias=False,
+            cin,
+            cout,
+            kernel,
+            stride=(1, stride, stride),
+            padding=(temporal_padding, *spatial),
+            groups=groups,
+            bias=False,
         )
         self.bn: nn.Module = nn.BatchNorm3d(cout, eps=BN_EPS, momentum=BN_MOMENTUM)
         self.act = act if act is not None else nn.Identity()
@@ -113,8 +118,13 @@ class ConvBN(nn.Module):
         scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
         conv = self.conv
         fused = nn.Conv3d(
-            conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
-            padding=conv.padding, groups=conv.groups, bias=True,
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            stride=conv.stride,
+            padding=conv.padding,
+            groups=conv.groups,
+            bias=True,
         ).to(conv.weight.device, conv.weight.dtype)
         fused.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1, 1))
         fused.bias.copy_(bn.bias - bn.running_mean * scale)
@@ -144,7 +154,11 @@ class SqueezeExcite(nn.Module):
     """
 
     def __init__(
-        self, channels: int, causal: bool, act: type[nn.Module], gate: type[nn.Module],
+        self,
+        channels: int,
+        causal: bool,
+        act: type[nn.Module],
+        gate: type[nn.Module],
         pos_encoding: bool,
     ) -> None:
         super().__init__()
@@ -157,9 +171,7 @@ class SqueezeExcite(nn.Module):
         self.gate = gate()
         self.pos_scale = nn.Parameter(torch.zeros(())) if pos_encoding else None
 
-    def forward(
-        self, x: Tensor, se_sum: Tensor | None, frame_count: Tensor | None
-    ) -> tuple[Tensor, Tensor | None]:
+    def forward(self, x: Tensor, se_sum: Tensor | None, frame_count: Tensor | None) -> tuple[Tensor, Tensor | None]:
         # Pooled vectors are (B, T, C) so the 1x1x1 convs of the spec run as matrix products.
         if not self.causal:
             pooled, new_sum = x.mean(dim=(2, 3, 4)).unsqueeze(1), None
@@ -192,12 +204,12 @@ class Skip(nn.Module):
             # = (0, 1) on an even side and (1, 1) on an odd one: pad `before` inside avg_pool and
             # let ceil_mode supply the cell after, both excluded from the divisor.
             (top, bottom), (left, right) = (
-                same_padding(x.shape[-2], 3, self.stride), same_padding(x.shape[-1], 3, self.stride)
+                same_padding(x.shape[-2], 3, self.stride),
+                same_padding(x.shape[-1], 3, self.stride),
             )
             kernel, stride = (1, 3, 3), (1, self.stride, self.stride)
             if min(x.shape[-2:]) >= 3:
-                x = F.avg_pool3d(x, kernel, stride, padding=(0, top, left), ceil_mode=True,
-                                 count_include_pad=False)
+                x = F.avg_pool3d(x, kernel, stride, padding=(0, top, left), ceil_mode=True, count_include_pad=False)
             else:  # avg_pool refuses inputs smaller than its kernel: divide by the real cells
                 padding = (left, right, top, bottom)
                 ones = F.pad(torch.ones_like(x[:1, :1, :1]), padding)
@@ -213,8 +225,13 @@ class MoViNetBlock(nn.Module):
     """
 
     def __init__(
-        self, spec: LayerSpec, causal: bool, act: type[nn.Module], gate: type[nn.Module],
-        pos_encoding: bool, drop_rate: float,
+        self,
+        spec: LayerSpec,
+        causal: bool,
+        act: type[nn.Module],
+        gate: type[nn.Module],
+        pos_encoding: bool,
+        drop_rate: float,
     ) -> None:
         super().__init__()
         e = spec.expand
@@ -226,9 +243,7 @@ class MoViNetBlock(nn.Module):
             self.feature = ConvBN(e, e, (1, kh, kw), spec.stride, groups=e, act=act())
             self.temporal = ConvBN(e, e, (kt, 1, 1), groups=e, act=act()) if kt > 1 else None
         else:
-            self.feature = ConvBN(
-                e, e, spec.kernel, spec.stride, groups=e, act=act(), temporal_padding=(kt - 1) // 2
-            )
+            self.feature = ConvBN(e, e, spec.kernel, spec.stride, groups=e, act=act(), temporal_padding=(kt - 1) // 2)
             self.temporal = None
         self.se = SqueezeExcite(e, causal, act, gate, pos_encoding)
         self.project = ConvBN(e, spec.out)
@@ -269,14 +284,9 @@ class MoViNetBlock(nn.Module):
         self, batch: int, height: int, width: int, device: torch.device | None, dtype: torch.dtype
     ) -> dict[str, Tensor]:
         """Zero state for an input of ``height × width`` at this block (before its stride)."""
-        state = {"se_sum": torch.zeros(batch, 1, self.se.expand.out_features, device=device,
-                                       dtype=dtype)}
+        state = {"se_sum": torch.zeros(batch, 1, self.se.expand.out_features, device=device, dtype=dtype)}
         if self.temporal is not None:
-            h, w = same_output_size(height, self.feature.stride), same_output_size(
-                width, self.feature.stride
-            )
+            h, w = same_output_size(height, self.feature.stride), same_output_size(width, self.feature.stride)
             channels = self.temporal.conv.in_channels
-            state["buffer"] = torch.zeros(
-                batch, channels, self.buffer_frames, h, w, device=device, dtype=dtype
-            )
+            state["buffer"] = torch.zeros(batch, channels, self.buffer_frames, h, w, device=device, dtype=dtype)
         return state

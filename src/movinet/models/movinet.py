@@ -45,7 +45,10 @@ class MoViNet(nn.Module):
         self.blocks = nn.ModuleDict(
             {
                 layer.name: MoViNetBlock(
-                    layer, self.causal, act, gate,
+                    layer,
+                    self.causal,
+                    act,
+                    gate,
                     pos_encoding=self.causal and spec.positional_encoding,
                     drop_rate=STOCHASTIC_DEPTH * (i + 1) / len(layers),
                 )
@@ -53,9 +56,7 @@ class MoViNet(nn.Module):
             }
         )
         self.head = ConvBN(layers[-1].out, spec.head, act=act())
-        self.classifier = Classifier(
-            spec.head, num_classes, spec.dropout[variant] if dropout is None else dropout
-        )
+        self.classifier = Classifier(spec.head, num_classes, spec.dropout[variant] if dropout is None else dropout)
         self.channels_last = False  # set by optimize_for_inference: inputs are converted to it
         self.apply(_init_weights)
         nn.init.normal_(self.classifier.logits.weight, std=0.01)
@@ -74,9 +75,7 @@ class MoViNet(nn.Module):
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the last layer (new head for fine-tuning on the user's classes)."""
         old = self.classifier.logits
-        self.classifier.logits = nn.Linear(old.in_features, num_classes).to(
-            old.weight.device, old.weight.dtype
-        )
+        self.classifier.logits = nn.Linear(old.in_features, num_classes).to(old.weight.device, old.weight.dtype)
         nn.init.normal_(self.classifier.logits.weight, std=0.01)
         nn.init.zeros_(self.classifier.logits.bias)
 
@@ -100,8 +99,9 @@ class MoViNet(nn.Module):
             h, w = same_output_size(h, block.feature.stride), same_output_size(w, block.feature.stride)
         state["head.sum"] = torch.zeros(batch_size, self.spec.head, device=device, dtype=dtype)
         if self.channels_last:
-            state = {k: v.contiguous(memory_format=torch.channels_last_3d) if v.dim() == 5 else v
-                     for k, v in state.items()}
+            state = {
+                k: v.contiguous(memory_format=torch.channels_last_3d) if v.dim() == 5 else v for k, v in state.items()
+            }
         return state
 
     def forward(self, x: Tensor, state: State | None = None) -> Tensor | tuple[Tensor, State]:
@@ -116,8 +116,9 @@ class MoViNet(nn.Module):
         return self._run(x, state)
 
     def _cannot_stream(self) -> ValueError:
-        return ValueError(f"MoViNet-{self.spec.arch.upper()} base is not causal and cannot stream; "
-                          "build it with variant='stream'")
+        return ValueError(
+            f"MoViNet-{self.spec.arch.upper()} base is not causal and cannot stream; build it with variant='stream'"
+        )
 
     def _run(self, x: Tensor, state: State | None) -> tuple[Tensor, State]:
         new_state: State = {}

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from functools import cache
 from importlib import resources
@@ -25,7 +23,9 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
+from torch.hub import download_url_to_file
 
+from movinet.files import atomic_path
 from movinet.models.movinet import MoViNet
 from movinet.models.specs import SPECS
 
@@ -120,8 +120,10 @@ def _from_port_state_dict(state: Mapping[str, Tensor], model: MoViNet, source: s
         if value.numel() != ours.numel():
             hint = ""
             if key.startswith("classifier.logits"):
-                hint = (f" (the file has {value.shape[0]} classes: build with num_classes="
-                        f"{value.shape[0]}, load, then model.reset_classifier({model.num_classes}))")
+                hint = (
+                    f" (the file has {value.shape[0]} classes: build with num_classes="
+                    f"{value.shape[0]}, load, then model.reset_classifier({model.num_classes}))"
+                )
             raise ValueError(
                 f"{source}: tensor {port!r} has shape {tuple(value.shape)}, {_describe(model)} needs "
                 f"{tuple(ours.shape)}{hint}"
@@ -141,9 +143,7 @@ def _identify_port(state: Mapping[str, Tensor]) -> tuple[str | None, str]:
     counts = [len(layers[i]) for i in sorted(layers)]
     stem = state.get(f"conv1.conv_1.{'conv2d' if variant == 'stream' else 'conv3d'}.weight")
     for arch, spec in SPECS.items():
-        if counts == [len(b.layers) for b in spec.blocks] and (
-            stem is None or stem.shape[0] == spec.stem
-        ):
+        if counts == [len(b.layers) for b in spec.blocks] and (stem is None or stem.shape[0] == spec.stem):
             return arch, variant
     return None, variant
 
@@ -167,7 +167,9 @@ def _describe(model: MoViNet) -> str:
 
 
 def save_checkpoint(
-    model: MoViNet, path: str | os.PathLike, class_names: list[str] | None = None,
+    model: MoViNet,
+    path: str | os.PathLike,
+    class_names: list[str] | None = None,
     extra: dict | None = None,
 ) -> Path:
     """Write our checkpoint atomically (temp file + rename): never a half-written file."""
@@ -182,14 +184,8 @@ def save_checkpoint(
         "state_dict": model.state_dict(),
         **(extra or {}),
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 
@@ -246,9 +242,7 @@ def load_pretrained(model: MoViNet, source: str | os.PathLike | Mapping) -> MoVi
     if set(state) != set(expected):
         missing = sorted(set(expected) - set(state))[:3]
         extra = sorted(set(state) - set(expected))[:3]
-        raise ValueError(
-            f"{name} does not fit {_describe(model)}: missing {missing}, unexpected {extra}"
-        )
+        raise ValueError(f"{name} does not fit {_describe(model)}: missing {missing}, unexpected {extra}")
     model.load_state_dict(state)
     return model
 
@@ -275,7 +269,7 @@ def pretrained_url(arch: str, variant: str) -> str:
         raise ValueError(f"no published Kinetics-600 weights for {arch} {variant} (known: {known})") from None
 
 
-def download(arch: str, variant: str = "base", force: bool = False, timeout: float = 60.0) -> Path:
+def download(arch: str, variant: str = "base", force: bool = False, progress: bool = False) -> Path:
     """Fetch the published Kinetics-600 weights once into the cache and return the file's path.
 
     The file is checked (it must load as the right model's weights) before it is moved into place.
@@ -284,22 +278,15 @@ def download(arch: str, variant: str = "base", force: bool = False, timeout: flo
     target = cache_dir() / PRETRAINED_FILES[(arch.lower(), variant)]
     if target.is_file() and not force:
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
-            while chunk := response.read(1 << 20):
-                out.write(chunk)
-        from movinet.models import build
+    from movinet.models import build
 
-        load_pretrained(build(arch, variant), tmp)
-        os.replace(tmp, target)
+    try:
+        with atomic_path(target) as tmp:
+            download_url_to_file(url, str(tmp), progress=progress)
+            load_pretrained(build(arch, variant), tmp)  # checked before it takes the target's place
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        raise RuntimeError(
+        raise ConnectionError(
             f"could not download {url}: {exc}. Without network access, download the file "
             f"elsewhere and put it at {target} (or pass its path as model.pretrained)"
         ) from exc
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return target

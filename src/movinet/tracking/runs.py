@@ -10,7 +10,25 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from movinet.files import write_json_atomic
+from movinet.tracking.client import TrackingClient
+
 PARENT_RUN_ENV = "MOVINET_PARENT_RUN_ID"
+RUN_FILE = "run.json"  # beside a trained model: its MLflow run id, config fingerprint, whether it finished
+
+
+def fingerprint(config: dict) -> str:
+    """A short hash of a plain config: the same config, the same run (resume, ensemble parent)."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def write_run_record(folder: Path, record: dict) -> None:
+    write_json_atomic(folder / RUN_FILE, record, sort_keys=False)
+
+
+def read_run_record(folder: Path) -> dict | None:
+    path = folder / RUN_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, str]:
@@ -83,12 +101,17 @@ def confusion_png(matrix, class_names: list[str], path: Path, title: str) -> Non
     plt.close(fig)
 
 
-def log_evaluation(client, run_id: str, metrics: dict, matrix, class_names: list[str],
-                   per_class: list[dict], prefix: str = "test") -> None:
+def log_evaluation(
+    client: TrackingClient,
+    run_id: str,
+    metrics: dict,
+    matrix,
+    class_names: list[str],
+    per_class: list[dict],
+    prefix: str = "test",
+) -> None:
     """Metrics plus the confusion matrix (PNG + CSV) and the per-class table as artifacts."""
-    from movinet.tracking.store import with_retry
-
-    with_retry(lambda: [client.log_metric(run_id, k, float(v)) for k, v in metrics.items()])
+    client.log_metrics(run_id, metrics)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         confusion_png(matrix, class_names, folder / f"{prefix}_confusion_matrix.png", f"{prefix} confusion matrix")
@@ -101,4 +124,4 @@ def log_evaluation(client, run_id: str, metrics: dict, matrix, class_names: list
             writer = csv.DictWriter(f, fieldnames=list(per_class[0]))
             writer.writeheader()
             writer.writerows(per_class)
-        with_retry(lambda: client.log_artifacts(run_id, str(folder), "evaluation"))
+        client.log_artifacts(run_id, str(folder), "evaluation")

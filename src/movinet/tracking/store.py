@@ -2,23 +2,18 @@
 
 The SQLite path is absolute and found from the project root even inside DVC's temporary
 experiment copies (``<repo>/.dvc/tmp/exps/...``), so queued experiments log to the same store.
-Artifacts go next to it (``mlartifacts/``); never the deprecated ``./mlruns`` file store.
-SQLite allows one writer at a time: the store and experiment are created once under a file lock,
-and writes retry when the database is locked, so parallel jobs do not fail.
+Artifacts go next to it (``mlartifacts/``); never the deprecated ``./mlruns`` file store. The store
+and the experiment are created once under a file lock, so parallel jobs do not race to migrate it.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 from movinet.config import project_root
-
-T = TypeVar("T")
+from movinet.tracking.client import TrackingClient
 
 
 def store_root(root: str | Path | None = None) -> Path:
@@ -41,36 +36,23 @@ def artifact_location(root: str | Path | None = None) -> str:
     return (store_root(root) / "mlartifacts").as_uri()
 
 
-def with_retry(fn: Callable[[], T], attempts: int = 10, delay: float = 0.2) -> T:
-    """Run ``fn``, retrying while SQLite reports a locked database."""
-    for attempt in range(attempts):
-        try:
-            return fn()
-        except Exception as exc:  # MlflowException / OperationalError wrap the same message
-            if "locked" not in str(exc) or attempt == attempts - 1:
-                raise
-            time.sleep(delay * (2**attempt))
-    raise AssertionError("unreachable")
-
-
 def ensure_experiment(name: str, uri: str) -> str:
     """Create the store (first use) and the experiment once; returns the experiment id."""
-    from mlflow.tracking import MlflowClient
 
     def create() -> str:
-        client = MlflowClient(uri)
+        client = TrackingClient(uri)
         experiment = client.get_experiment_by_name(name)
         if experiment is not None:
             return experiment.experiment_id
         return client.create_experiment(name, artifact_location=artifact_location())
 
     if not uri.startswith("sqlite:///"):
-        return with_retry(create)
+        return create()
     db = Path(uri.removeprefix("sqlite:///"))
     db.parent.mkdir(parents=True, exist_ok=True)
     with open(db.with_name(db.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one process migrates a new store; the others wait
         try:
-            return with_retry(create)
+            return create()
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)

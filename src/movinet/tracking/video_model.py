@@ -20,7 +20,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 
-from movinet.tracking.models import PACKAGE_DIR, pip_requirements
+from movinet.tracking.clip_model import PACKAGE_DIR, pip_requirements
 
 INFERENCE_FILE = "inference.json"
 RESERVED = ("video", "label", "score", "top_k", "per_frame")
@@ -42,7 +42,8 @@ class VideoModel(mlflow.pyfunc.PythonModel):
         spec = json.loads(Path(context.artifacts["inference"]).read_text())
         members = [context.artifacts[f"member{i}"] for i in range(len(spec["offsets"]))]
         self.predictor = Predictor.from_checkpoints(
-            members, Preprocessing(**spec["preprocessing"]), spec["offsets"], spec["stride"])
+            members, Preprocessing(**spec["preprocessing"]), spec["offsets"], spec["stride"]
+        )
 
     def predict(self, context, model_input, params=None):
         import pandas as pd
@@ -70,13 +71,23 @@ class VideoModel(mlflow.pyfunc.PythonModel):
                 result = self.predictor.predict(source, per_frame=per_frame, name=name)
             except (ValueError, FileNotFoundError) as exc:
                 raise MlflowException(f"row {i}: {exc}", INVALID_PARAMETER_VALUE) from None
-            row = {"label": result.label, "score": float(result.probabilities.max()),
-                   "top_k": json.dumps(result.top(top_k))}
+            row = {
+                "label": result.label,
+                "score": float(result.probabilities.max()),
+                "top_k": json.dumps(result.top(top_k)),
+            }
             row.update({c: float(p) for c, p in zip(result.class_names, result.probabilities)})
             if per_frame:
-                row["per_frame"] = json.dumps([
-                    {"frame": r["frame"], "time": r["time"], "probabilities": [round(float(p), 6) for p in r["probabilities"]]}
-                    for r in result.timeline])
+                row["per_frame"] = json.dumps(
+                    [
+                        {
+                            "frame": r["frame"],
+                            "time": r["time"],
+                            "probabilities": [round(float(p), 6) for p in r["probabilities"]],
+                        }
+                        for r in result.timeline
+                    ]
+                )
             rows.append(row)
         return pd.DataFrame(rows)
 
@@ -87,9 +98,15 @@ def video_signature(class_names: list[str]):
 
     return ModelSignature(
         inputs=Schema([ColSpec("string", "video")]),
-        outputs=Schema([ColSpec("string", "label"), ColSpec("double", "score"), ColSpec("string", "top_k"),
-                        *[ColSpec("double", c) for c in class_names],
-                        ColSpec("string", "per_frame", required=False)]),
+        outputs=Schema(
+            [
+                ColSpec("string", "label"),
+                ColSpec("double", "score"),
+                ColSpec("string", "top_k"),
+                *[ColSpec("double", c) for c in class_names],
+                ColSpec("string", "per_frame", required=False),
+            ]
+        ),
         params=ParamSchema([ParamSpec("per_frame", "boolean", False), ParamSpec("top_k", "long", 5)]),
     )
 
@@ -109,31 +126,56 @@ def example_video(prep, seconds: float = 1.0) -> str:
         return base64.b64encode(path.read_bytes()).decode()
 
 
-def log_video_model(members: list[Path], class_names: list[str], prep, offsets: list[int], stride: int,
-                    name: str = "video_model", registered_model_name: str | None = None,
-                    onnx: Path | None = None, metadata: dict | None = None):
+def log_video_model(
+    members: list[Path],
+    class_names: list[str],
+    prep,
+    offsets: list[int],
+    stride: int,
+    name: str = "video_model",
+    registered_model_name: str | None = None,
+    onnx: Path | None = None,
+    metadata: dict | None = None,
+):
     """Log inside the active run (and register when a name is given); returns MLflow's ModelInfo."""
-    import pandas as pd
     import tempfile
+
+    import pandas as pd
 
     clash = sorted(set(class_names) & set(RESERVED))
     if clash:
         raise ValueError(f"class names {clash} clash with the model's output columns")
     with tempfile.TemporaryDirectory() as tmp:
         spec = Path(tmp) / INFERENCE_FILE
-        spec.write_text(json.dumps({"preprocessing": prep.to_dict(), "class_names": class_names,
-                                    "offsets": list(offsets), "stride": stride}, indent=1))
+        spec.write_text(
+            json.dumps(
+                {
+                    "preprocessing": prep.to_dict(),
+                    "class_names": class_names,
+                    "offsets": list(offsets),
+                    "stride": stride,
+                },
+                indent=1,
+            )
+        )
         artifacts = {"inference": str(spec), **{f"member{i}": str(p) for i, p in enumerate(members)}}
         if onnx is not None:
             artifacts["onnx"] = str(onnx)
         return mlflow.pyfunc.log_model(
-            name=name, python_model=VideoModel(), artifacts=artifacts, code_paths=[str(PACKAGE_DIR)],
+            name=name,
+            python_model=VideoModel(),
+            artifacts=artifacts,
+            code_paths=[str(PACKAGE_DIR)],
             signature=video_signature(class_names),
             input_example=(pd.DataFrame({"video": [example_video(prep)]}), {"per_frame": False, "top_k": 3}),
             pip_requirements=pip_requirements() + _serving_requirements(),
             registered_model_name=registered_model_name,
-            metadata={"class_names": class_names, "preprocessing": prep.to_dict(), "ensemble_offsets": list(offsets),
-                      **(metadata or {})},
+            metadata={
+                "class_names": class_names,
+                "preprocessing": prep.to_dict(),
+                "ensemble_offsets": list(offsets),
+                **(metadata or {}),
+            },
         )
 
 

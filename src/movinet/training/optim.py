@@ -7,15 +7,25 @@ import math
 import torch
 from torch import nn
 
+from movinet.config.schema import OPTIMIZERS, OptimConfig, RMSpropConfig
 
-def build_optimizer(params, cfg: dict) -> torch.optim.Optimizer:
-    name = cfg["name"]
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-    if name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=cfg["lr"], alpha=cfg["alpha"], momentum=cfg["momentum"],
-                                   eps=cfg["eps"], weight_decay=cfg["weight_decay"])
-    raise ValueError(f"unknown optimizer {name!r} (optim=adamw or optim=rmsprop)")
+
+def optim_config(values: dict) -> OptimConfig:
+    """The typed optimizer config from the plain dict a checkpoint's hyperparameters keep."""
+    name = values.get("name")
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r} (optim=adamw or optim=rmsprop)")
+    return OPTIMIZERS[name](**values)
+
+
+def build_optimizer(params, cfg: OptimConfig) -> torch.optim.Optimizer:
+    if isinstance(cfg, RMSpropConfig):
+        return torch.optim.RMSprop(
+            params, lr=cfg.lr, alpha=cfg.alpha, momentum=cfg.momentum, eps=cfg.eps, weight_decay=cfg.weight_decay
+        )
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise ValueError(f"unknown optimizer {cfg.name!r} (optim=adamw or optim=rmsprop)")
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:

@@ -1,16 +1,15 @@
-"""One training run: data, model initialisation, Lightning Trainer, MLflow tracking, resume, export.
+"""One training run: Lightning fit with checkpoints, MLflow logging and resume.
 
-Output folder (``models/<train.name>`` for the DVC stage, the job folder in a Hydra multirun):
-``checkpoints/{best,last}.ckpt`` (Lightning), ``model.pt`` (our checkpoint of the best weights),
-``config.yaml`` (the exact config) and ``run.json`` (MLflow run id, config fingerprint, best score).
-An interrupted run with the same config resumes from ``last.ckpt`` into the same MLflow run.
+Writes ``<out>/model.pt`` (the best checkpoint as our format, with class names and the config),
+``<out>/checkpoints/{best,last}.ckpt``, ``<out>/config.yaml`` (the exact config) and ``run.json``
+(MLflow run id, config fingerprint, best score). An interrupted run with the same config resumes
+from ``last.ckpt`` into the same MLflow run.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -18,178 +17,172 @@ import numpy as np
 import torch
 import yaml
 
-from movinet.config import resolve_path
-from movinet.data.clips import ClipParams
-from movinet.data.dataset import Augment
+from movinet.config import Config, config_dict, resolve_path
 from movinet.data.datamodule import ClipDataModule
-from movinet.files import write_json_atomic
-from movinet.models import build, load_pretrained, save_checkpoint
-from movinet.models.weights import read_checkpoint
-from movinet.tracking.runs import flatten, run_tags
-from movinet.tracking.store import ensure_experiment, tracking_uri, with_retry
+from movinet.files import write_text_atomic
+from movinet.models import save_checkpoint
+from movinet.tracking.client import TrackingClient, retry
+from movinet.tracking.runs import fingerprint, flatten, read_run_record, run_tags, write_run_record
+from movinet.tracking.store import ensure_experiment, tracking_uri
+from movinet.training.initialise import initialise
 from movinet.training.module import VideoClassifier
 
-RUN_FILE = "run.json"
+
+@dataclass
+class _Run:
+    """What the steps of one run share: its config (typed and plain), folders and MLflow run."""
+
+    cfg: Config
+    plain: dict
+    out: Path
+    root: Path
+    uri: str
+    run_id: str | None = None
+    resume_from: Path | None = None
 
 
-def clip_params(cfg: dict) -> ClipParams:
-    data, model = cfg["data"], cfg["model"]
-    frames = model.get("frames") or data["num_frames"]
-    return ClipParams(
-        num_frames=frames, frame_stride=data["frame_stride"], discard_threshold=data["discard_threshold"],
-        offset=data.get("offset", 0), include_background=data["include_background"],
-    )
+def _resume_state(run: _Run) -> None:
+    """An interrupted run of the same config continues (MLflow run id, last.ckpt); else a clean folder."""
+    record, last = read_run_record(run.out), run.out / "checkpoints" / "last.ckpt"
+    if (
+        record
+        and run.cfg.train.resume
+        and not record.get("finished")
+        and record.get("fingerprint") == fingerprint(run.plain)
+        and last.is_file()
+    ):
+        run.run_id, run.resume_from = record["mlflow_run_id"], last
+    elif run.out.exists():
+        shutil.rmtree(run.out)
 
 
-def datamodule(cfg: dict, root: Path | None = None) -> ClipDataModule:
-    data = cfg["data"]
-    return ClipDataModule(
-        resolve_path(data["frames_dir"], root), resolve_path(data["labels_dir"], root), clip_params(cfg),
-        Augment(crop_size=data["crop_size"], scale=tuple(data["crop_scale"]), hflip=data["hflip"],
-                no_flip=tuple(data["no_flip_classes"])),
-        batch_size=data["batch_size"], num_workers=data["num_workers"],
-        train_sampling=data["train_sampling"], train_hop=data["train_hop"],
-        eval_clips_per_video=data["eval_clips_per_video"],
-    )
-
-
-def fingerprint(cfg: dict) -> str:
-    return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def initialise(module: VideoClassifier, cfg: dict, uri: str) -> str:
-    """Kinetics-600 weights (``model.pretrained``) with a new head, or a trained model to continue
-    from (``train.init``: an MLflow model URI or a checkpoint of the same arch). Returns a note."""
-    model, classes = module.model, module.class_names
-    init, pretrained = cfg["train"].get("init"), cfg["model"].get("pretrained")
-    if init:
-        if str(init).startswith(("models:/", "runs:/")):
-            from movinet.tracking.models import download_checkpoint
-
-            path = download_checkpoint(str(init), uri)
-        else:
-            path = resolve_path(init)
-        payload, name = read_checkpoint(path)
-        arch, variant = payload.get("arch"), payload.get("variant")
-        if (arch, variant) != (model.spec.arch, model.variant):
-            raise ValueError(f"{init} is a MoViNet-{str(arch).upper()} {variant} model; this run builds "
-                             f"MoViNet-{model.spec.arch.upper()} {model.variant} (set model={arch})")
-        if payload.get("class_names") == classes:
-            load_pretrained(model, payload)
-        else:  # same backbone, other classes
-            _load_all_but_last_layer(model, payload, payload["num_classes"])
-        return f"continued from {init}"
-    if pretrained:
-        _load_all_but_last_layer(model, resolve_path(pretrained), 600)
-        return f"Kinetics-600 weights from {pretrained}, new {len(classes)}-class head"
-    return "from scratch"
-
-
-def _load_all_but_last_layer(model, source, num_classes: int) -> None:
-    """Load weights made for ``num_classes`` outputs, keeping the model's own last layer."""
-    donor = load_pretrained(build(model.spec.arch, model.variant, num_classes), source)
-    state = {k: v for k, v in donor.state_dict().items() if not k.startswith("classifier.logits")}
-    model.load_state_dict(state, strict=False)
-
-
-def _resume_state(out: Path, cfg: dict) -> tuple[str | None, Path | None]:
-    """(MLflow run id, last.ckpt) of an interrupted run of the same config, else a clean folder."""
-    record = out / RUN_FILE
-    last = out / "checkpoints" / "last.ckpt"
-    if record.is_file():
-        info = json.loads(record.read_text())
-        if (cfg["train"]["resume"] and not info.get("finished") and info.get("fingerprint") == fingerprint(cfg)
-                and last.is_file()):
-            return info["mlflow_run_id"], last
-    if out.exists():
-        shutil.rmtree(out)
-    return None, None
-
-
-def run_training(cfg: dict, out: Path, root: Path, overrides: list[str] | None = None,
-                 callbacks: list | None = None) -> dict:
-    """Train as configured; returns ``{"score": best monitored value, "run_id", "model"}``."""
-    from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.loggers import MLFlowLogger
-    from mlflow.entities import Param
-
-    train, trainer_cfg = cfg["train"], cfg["trainer"]
-    torch.set_num_threads(trainer_cfg["threads"])
-    L.seed_everything(cfg["seed"], workers=True, verbose=False)
-    run_id, ckpt_path = _resume_state(out, cfg)
-    out.mkdir(parents=True, exist_ok=True)
-
-    data = datamodule(cfg, root)
+def _datamodule(cfg: Config, root: Path) -> ClipDataModule:
+    data = ClipDataModule.from_config(cfg, root)
     data.setup()
     if not data.datasets["train"]:
-        raise ValueError("no training clips: check data.num_frames / frame_stride against the video "
-                         "lengths and data.discard_threshold against the labels")
-    module = VideoClassifier(
-        cfg["model"]["arch"], cfg["model"]["variant"], data.classes, cfg["model"]["dropout"], cfg["optim"],
-        train["steps"], train["label_smoothing"], train["freeze_backbone"], cfg["model"]["bn_momentum"],
-    )
-    uri = tracking_uri(cfg["mlflow"]["tracking_uri"], root)
-    init_note = initialise(module, cfg, uri) if ckpt_path is None else "resumed"
+        raise ValueError(
+            "no training clips: check data.clips.num_frames / frame_stride against the video "
+            "lengths and data.clips.discard_threshold against the labels"
+        )
+    return data
 
-    ensure_experiment(cfg["mlflow"]["experiment"], uri)
-    logger = MLFlowLogger(experiment_name=cfg["mlflow"]["experiment"], tracking_uri=uri,
-                          run_name=train["name"], run_id=run_id)
-    client, run_id = logger.experiment, logger.run_id
-    if ckpt_path is None:
-        tags = run_tags(root, resolve_path(cfg["data"]["frames_dir"], root),
-                        resolve_path(cfg["data"]["labels_dir"], root), train["name"])
+
+def _start_tracking(run: _Run, data: ClipDataModule, init_note: str, overrides: list[str] | None):
+    """The MLflow logger of this run; a new run gets its tags and the flattened config as params."""
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    ensure_experiment(run.cfg.mlflow.experiment, run.uri)
+    logger = MLFlowLogger(
+        experiment_name=run.cfg.mlflow.experiment, tracking_uri=run.uri, run_name=run.cfg.train.name, run_id=run.run_id
+    )
+    run.run_id = logger.run_id
+    if run.resume_from is None:
+        client = TrackingClient(run.uri)
+        extract, labels = run.cfg.data.extract, run.cfg.data.labels
+        tags = run_tags(
+            run.root,
+            resolve_path(extract.out_dir, run.root),
+            resolve_path(labels.out_dir, run.root),
+            run.cfg.train.name,
+        )
         tags["movinet.init"] = init_note
         if overrides:
             tags["movinet.overrides"] = " ".join(overrides)
-        params = flatten(cfg)
-        params["data.classes"] = ",".join(data.classes)
-        params["data.train_clips"] = str(len(data.datasets["train"]))
-        with_retry(lambda: [client.set_tag(run_id, k, v) for k, v in tags.items()])
-        with_retry(lambda: client.log_batch(run_id, params=[Param(k, v[:6000]) for k, v in params.items()]))
-    (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    _write_record(out, {"mlflow_run_id": run_id, "fingerprint": fingerprint(cfg), "finished": False})
+        params = flatten(run.plain)
+        params.update({"data.classes": ",".join(data.classes), "data.train_clips": str(len(data.datasets["train"]))})
+        client.set_tags(run.run_id, tags)
+        client.log_params(run.run_id, params)
+    return logger
+
+
+def _trainer(run: _Run, logger, checkpoint, callbacks: list) -> L.Trainer:
+    """``trainer.*`` passed through as they are; steps, validation, logging and outputs are the run's."""
+    from lightning.pytorch.callbacks import LearningRateMonitor
+
+    train = run.cfg.train
+    return L.Trainer(
+        **run.cfg.trainer.trainer_kwargs(),
+        max_steps=train.steps,
+        val_check_interval=min(train.eval_interval, train.steps),
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        logger=logger,
+        default_root_dir=run.out,
+        callbacks=[checkpoint, LearningRateMonitor(logging_interval="step"), *callbacks],
+    )
+
+
+def run_training(
+    cfg: Config, out: Path, root: Path, overrides: list[str] | None = None, callbacks: list | None = None
+) -> dict:
+    """Train as configured; returns ``{"score": best monitored value, "run_id", "model"}``."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    run = _Run(cfg, config_dict(cfg), out, root, tracking_uri(cfg.mlflow.tracking_uri, root))
+    torch.set_num_threads(cfg.trainer.threads)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    _resume_state(run)
+    out.mkdir(parents=True, exist_ok=True)
+    data = _datamodule(cfg, root)
+    model = cfg.model
+    module = VideoClassifier(
+        model.arch,
+        model.variant.value,
+        data.classes,
+        model.dropout,
+        config_dict(cfg)["optim"],
+        cfg.train.steps,
+        cfg.train.label_smoothing,
+        cfg.train.freeze_backbone,
+        model.bn_momentum,
+    )
+    init_note = initialise(module.model, data.classes, cfg, run.uri) if run.resume_from is None else "resumed"
+    logger = _start_tracking(run, data, init_note, overrides)
+    write_text_atomic(out / "config.yaml", yaml.safe_dump(run.plain, sort_keys=False))
+    write_run_record(out, {"mlflow_run_id": run.run_id, "fingerprint": fingerprint(run.plain), "finished": False})
 
     checkpoint = ModelCheckpoint(
-        dirpath=out / "checkpoints", filename="best", monitor=train["monitor"], mode=train["monitor_mode"],
-        save_top_k=1, save_last=True, auto_insert_metric_name=False,
+        dirpath=out / "checkpoints",
+        filename="best",
+        monitor=cfg.train.monitor,
+        mode=cfg.train.monitor_mode.value,
+        save_top_k=1,
+        save_last=True,
+        auto_insert_metric_name=False,
     )
-    trainer = L.Trainer(
-        max_steps=train["steps"], val_check_interval=min(train["eval_interval"], train["steps"]),
-        check_val_every_n_epoch=None, num_sanity_val_steps=0,
-        accelerator=trainer_cfg["accelerator"], devices=trainer_cfg["devices"],
-        precision=trainer_cfg["precision"], strategy=trainer_cfg["strategy"],
-        gradient_clip_val=train["grad_clip"] or None, logger=logger, callbacks=[checkpoint, *(callbacks or [])],
-        log_every_n_steps=max(1, min(10, train["eval_interval"] // 2)), enable_model_summary=False,
-        default_root_dir=out,
-    )
-    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+    _trainer(run, logger, checkpoint, callbacks or []).fit(module, datamodule=data, ckpt_path=run.resume_from)
+    return _finish(run, checkpoint, data.classes)
 
-    best_path = checkpoint.best_model_path or str(out / "checkpoints" / "last.ckpt")
+
+def _finish(run: _Run, checkpoint, classes: list[str]) -> dict:
+    """The best checkpoint as ``model.pt``, logged with its score; the run record marked finished."""
+    best_path = checkpoint.best_model_path or str(run.out / "checkpoints" / "last.ckpt")
     best = VideoClassifier.load_from_checkpoint(best_path, map_location="cpu")
-    model_file = save_checkpoint(best.model, out / "model.pt", class_names=data.classes,
-                                 extra={"config": cfg})
+    model_file = save_checkpoint(best.model, run.out / "model.pt", class_names=classes, extra={"config": run.plain})
     score = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else float("nan")
-    _log_model(client, uri, run_id, cfg, model_file, len(data.classes), score)
-    _write_record(out, {"mlflow_run_id": run_id, "fingerprint": fingerprint(cfg), "finished": True,
-                        f"best_{train['monitor']}": score})
-    return {"score": score, "run_id": run_id, "model": model_file}
+    _log_model(run, model_file, len(classes), score)
+    monitor = run.cfg.train.monitor
+    write_run_record(
+        run.out,
+        {
+            "mlflow_run_id": run.run_id,
+            "fingerprint": fingerprint(run.plain),
+            "finished": True,
+            f"best_{monitor}": score,
+        },
+    )
+    return {"score": score, "run_id": run.run_id, "model": model_file}
 
 
-def _log_model(client, uri: str, run_id: str, cfg: dict, model_file: Path, num_classes: int,
-               score: float) -> None:
+def _log_model(run: _Run, model_file: Path, num_classes: int, score: float) -> None:
     import mlflow
 
-    from movinet.tracking.models import log_clip_model
+    from movinet.tracking.clip_model import log_clip_model
 
-    monitor = cfg["train"]["monitor"]
-    with_retry(lambda: client.log_metric(run_id, f"best_{monitor}", score))
-    size = cfg["data"]["crop_size"]
+    TrackingClient(run.uri).log_metrics(run.run_id, {f"best_{run.cfg.train.monitor}": score})
+    size = run.cfg.data.transform.crop_size
     example = np.random.default_rng(0).random((1, 3, 2, size, size), dtype=np.float32)
-    mlflow.set_tracking_uri(uri)
-    with mlflow.start_run(run_id=run_id):
-        with_retry(lambda: log_clip_model(model_file, num_classes, example))
-        mlflow.log_artifact(str(model_file), "checkpoint")
-
-
-def _write_record(out: Path, record: dict) -> None:
-    write_json_atomic(out / RUN_FILE, record, sort_keys=False)
+    mlflow.set_tracking_uri(run.uri)
+    with mlflow.start_run(run_id=run.run_id):
+        retry(lambda: log_clip_model(model_file, num_classes, example))
+        retry(lambda: mlflow.log_artifact(str(model_file), "checkpoint"))

@@ -18,8 +18,7 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]  # src/movinet, shipped as the
 def pip_requirements() -> list[str]:
     import torch
 
-    return [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}",
-            f"numpy=={np.__version__}"]
+    return [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}", f"numpy=={np.__version__}"]
 
 
 class ClipClassifier(mlflow.pyfunc.PythonModel):
@@ -56,9 +55,13 @@ def clip_signature(num_classes: int):
 def log_clip_model(checkpoint: Path, num_classes: int, example: np.ndarray, name: str = "model"):
     """Log inside the active run; returns MLflow's ModelInfo."""
     return mlflow.pyfunc.log_model(
-        name=name, python_model=ClipClassifier(), artifacts={"checkpoint": str(checkpoint)},
-        code_paths=[str(PACKAGE_DIR)], signature=clip_signature(num_classes),
-        input_example=example.astype(np.float32), pip_requirements=pip_requirements(),
+        name=name,
+        python_model=ClipClassifier(),
+        artifacts={"checkpoint": str(checkpoint)},
+        code_paths=[str(PACKAGE_DIR)],
+        signature=clip_signature(num_classes),
+        input_example=example.astype(np.float32),
+        pip_requirements=pip_requirements(),
     )
 
 
