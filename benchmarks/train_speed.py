@@ -21,8 +21,9 @@ import torch
 import torch.nn.functional as F
 
 from movinet.config import Config, compose, to_config
+from movinet.config.schema import GenerateConfig
 from movinet.data.datamodule import ClipDataModule
-from movinet.data.demo import DemoConfig, make_demo_data
+from movinet.data.demo import make_demo_data
 from movinet.data.extract import extract_videos
 from movinet.data.ingest import ingest_labels
 from movinet.models import build
@@ -82,7 +83,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
-        make_demo_data(root / "demo", DemoConfig(videos=24))
+        make_demo_data(root / "demo", GenerateConfig(videos=24))
         cfg = to_config(
             compose(
                 [

@@ -2,11 +2,10 @@
 
 import argparse
 import sys
-from dataclasses import asdict
 
 from movinet.config import load_config, resolve_path
 from movinet.console import run
-from movinet.data.demo import DemoConfig, make_demo_data
+from movinet.data.demo import make_demo_data
 
 
 def main() -> None:
@@ -15,7 +14,7 @@ def main() -> None:
     if data.generate is None:
         raise ValueError(f"data={data.name} has no data.generate section: only the demo data is generated")
     out = resolve_path(data.source.videos).parent
-    make_demo_data(out, DemoConfig(**asdict(data.generate)))
+    make_demo_data(out, data.generate)
     print(f"demo data in {out}")
 
 

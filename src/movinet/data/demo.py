@@ -18,21 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
+from movinet.config.schema import GenerateConfig  # data.generate: how many videos, size, lengths, seed
 from movinet.files import atomic_dir
 
 CLASSES = ("grow", "move_down", "move_left", "move_right", "move_up", "rotate_ccw", "rotate_cw", "shrink")
 CONTAINERS = (("mp4", "libx264"),) * 4 + (("avi", "mpeg4"), ("webm", "libvpx"))
 FPS_CHOICES = (15, 20, 24, 25, 30)
-
-
-@dataclass(frozen=True)
-class DemoConfig:
-    videos: int = 48
-    width: int = 128
-    height: int = 96
-    min_frames: int = 40
-    max_frames: int = 300
-    seed: int = 0
 
 
 def _texture(rng: np.random.Generator, h: int, w: int, cells: int, contrast: float) -> np.ndarray:
@@ -89,7 +80,7 @@ class _Looks:
     objects: list[np.ndarray]
 
     @classmethod
-    def make(cls, cfg: DemoConfig) -> _Looks:
+    def make(cls, cfg: GenerateConfig) -> _Looks:
         rng = np.random.default_rng([cfg.seed, 10_000])
         backgrounds = [
             _texture(rng, cfg.height, cfg.width, int(rng.integers(3, 8)), float(rng.uniform(0.2, 0.45)))
@@ -98,7 +89,7 @@ class _Looks:
         return cls(backgrounds, [_object_texture(rng) for _ in range(6)])
 
 
-def _render(cfg: DemoConfig, rng: np.random.Generator, segments: list[_Segment], looks: _Looks) -> np.ndarray:
+def _render(cfg: GenerateConfig, rng: np.random.Generator, segments: list[_Segment], looks: _Looks) -> np.ndarray:
     h, w = cfg.height, cfg.width
     background = looks.backgrounds[int(rng.integers(len(looks.backgrounds)))]
     if rng.random() < 0.5:
@@ -166,7 +157,7 @@ def write_video(path: Path, frames: np.ndarray, fps: int, codec: str) -> None:
             container.mux(packet)
 
 
-def _plan(rng: np.random.Generator, cfg: DemoConfig, i: int) -> tuple[str, list[_Segment]]:
+def _plan(rng: np.random.Generator, cfg: GenerateConfig, i: int) -> tuple[str, list[_Segment]]:
     """The labelling style and segments of video ``i``; every class gets whole-video examples."""
     style = ("whole", "ranges", "sparse", "ranges")[i % 4]
     length = int(rng.integers(cfg.min_frames, cfg.max_frames + 1))
@@ -184,14 +175,14 @@ def _plan(rng: np.random.Generator, cfg: DemoConfig, i: int) -> tuple[str, list[
     return style, segments
 
 
-def make_demo_data(out_dir: str | Path, cfg: DemoConfig = DemoConfig()) -> Path:
+def make_demo_data(out_dir: str | Path, cfg: GenerateConfig = GenerateConfig()) -> Path:
     """Write ``videos/`` and ``labels.csv`` under ``out_dir`` (atomically: temp folder + rename)."""
     with atomic_dir(out_dir) as tmp:
         _write_demo(tmp, cfg)
     return Path(out_dir)
 
 
-def _write_demo(tmp: Path, cfg: DemoConfig) -> None:
+def _write_demo(tmp: Path, cfg: GenerateConfig) -> None:
     (tmp / "videos").mkdir(parents=True)
     rows: list[dict] = []
     looks = _Looks.make(cfg)
