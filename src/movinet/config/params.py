@@ -37,10 +37,20 @@ def compose(overrides: Sequence[str] = (), root: str | Path | None = None) -> di
             cfg = hydra_compose(config_name="config", overrides=list(overrides))
         values = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     except (HydraException, OmegaConfBaseException) as exc:
-        cause = f" ({exc.__cause__})" if exc.__cause__ is not None else ""  # Hydra wraps what OmegaConf said
-        raise ValueError(f"conf/: {exc}{cause}") from None
+        raise ValueError(f"conf/: {_composition_error(exc)}") from None
     to_config(values)  # the range checks of the typed config
     return values
+
+
+def _composition_error(exc: Exception) -> str:
+    """Hydra's message with what OmegaConf said beneath it (the key and why), without Hydra's hint
+    to append the key with ``+`` (the schema refuses unknown keys either way)."""
+    text = str(exc).split("Config search path:")[0]  # Hydra lists its search path after a missing option
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("To append")]
+    cause = exc.__cause__
+    if cause is not None:  # e.g. "Value 'many' ... could not be converted to Integer", "full_key: ..."
+        lines += [line.strip() for line in str(cause).splitlines() if line.strip() and "_type=" not in line]
+    return "; ".join(dict.fromkeys(lines))
 
 
 def to_config(values: Mapping | Config) -> Config:
