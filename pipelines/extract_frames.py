@@ -1,5 +1,5 @@
 """DVC stage extract_frames: decode the videos once into the frame cache (movinet.data.extract),
-as data.source.videos and data.extract say."""
+as data.videos and data.extract say."""
 
 import argparse
 import sys
@@ -14,7 +14,7 @@ def main() -> None:
     data = load_config().data
     opts = data.extract
     report = extract_videos(
-        resolve_path(data.source.videos),
+        resolve_path(data.videos),
         resolve_path(opts.out_dir),
         fps=opts.fps,
         size=opts.size,

@@ -1,5 +1,5 @@
 """DVC stage ingest_labels: labels CSV -> per-frame labels, classes, splits (movinet.data.ingest),
-as data.source.labels_csv and data.labels say."""
+as data.labels_csv and data.labels say."""
 
 import argparse
 import sys
@@ -14,7 +14,7 @@ def main() -> None:
     data = load_config().data
     opts = data.labels
     summary = ingest_labels(
-        resolve_path(data.source.labels_csv),
+        resolve_path(data.labels_csv),
         resolve_path(data.extract.out_dir),
         resolve_path(opts.out_dir),
         interpolation=opts.interpolation.value,

@@ -13,7 +13,7 @@ def main() -> None:
     data = load_config().data
     if data.generate is None:
         raise ValueError(f"data={data.name} has no data.generate section: only the demo data is generated")
-    out = resolve_path(data.source.videos).parent
+    out = resolve_path(data.videos).parent
     make_demo_data(out, data.generate)
     print(f"demo data in {out}")
 

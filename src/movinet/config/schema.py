@@ -6,7 +6,8 @@ a value of the wrong type fails there, naming the key (``full_key: data.clips.nu
 any work. Range checks that types cannot express run in ``__post_init__``, when the composed config
 becomes these objects (``movinet.config.to_config``). Library code receives the objects, never dicts.
 
-``data`` is split by what reads it: ``source`` (the user's files), ``generate`` (the demo only),
+``data`` is split by what reads it: ``videos`` and ``labels_csv`` (the user's files, at the top
+for the shortest overrides), ``generate`` (the demo only),
 ``extract`` (frame cache), ``labels`` (CSV ingestion), ``clips`` (the clip index and sampling),
 ``transform`` (crop and flip) and ``loader`` (batches).
 """
@@ -49,12 +50,6 @@ class Mode(str, Enum):
 def _check(ok: bool, key: str, message: str) -> None:
     if not ok:
         raise ValueError(f"{key}: {message}")
-
-
-@dataclass
-class SourceConfig:
-    videos: str = MISSING  # folder of videos, relative to the project root or absolute
-    labels_csv: str = MISSING  # the labels CSV
 
 
 @dataclass
@@ -150,7 +145,8 @@ class LoaderConfig:
 @dataclass
 class DataConfig:
     name: str = MISSING
-    source: SourceConfig = field(default_factory=SourceConfig)
+    videos: str = MISSING  # folder of videos, relative to the project root or absolute
+    labels_csv: str = MISSING  # the labels CSV
     generate: Optional[GenerateConfig] = None
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     labels: LabelsConfig = field(default_factory=LabelsConfig)
