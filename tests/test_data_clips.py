@@ -78,8 +78,9 @@ def test_ingest_stage_outputs(pipeline_dirs):
     root, summary = pipeline_dirs
     assert summary["classes"] == ["clap", "nod", "wave"]
     assert sum(summary["videos_per_split"].values()) == 12
-    splits = read_splits(root / "labels")
-    assert set(splits.values()) <= {"train", "val", "test"} and len(splits) == 12
+    splits = {s.video: s.split for s in read_splits(root / "labels")}
+    assert summary["videos_per_split"] == {"train": 6, "val": 3, "test": 3}  # 4 videos a class: 2, 1, 1
+    assert len(splits) == 12 and summary["videos_split_in_time"] == []
     report = (root / "labels" / "ingest_report.json").read_text()
     assert "conflicting labels on frame 30" in report
     assert not (root / ".labels.tmp").exists()
@@ -90,7 +91,7 @@ def test_datasets_from_the_cache(pipeline_dirs):
     params = ClipParams(num_frames=4, frame_stride=2, discard_threshold=0.5)
     clips, classes = build_clips(root / "frames", root / "labels", "train", params, train_hop=3)
     assert classes == ["clap", "nod", "wave"]
-    splits = read_splits(root / "labels")
+    splits = {s.video: s.split for s in read_splits(root / "labels")}
     assert clips and all(splits[c.video] == "train" for c in clips)
     assert [c.start for c in clips if c.video == clips[0].video] == [0, 3, 6, 9, 12]  # 20 frames, span 7
     dataset = ClipDataset(root / "frames", clips, classes, params, Augment(crop_size=24), train=True)

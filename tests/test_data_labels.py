@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pytest
 
 from conftest import gray_frames, write_video
-from movinet.data.labels import LabelError, assign_splits, read_labels
+from movinet.data.labels import LabelError, read_labels
 
 
 @dataclass(frozen=True)
@@ -113,22 +113,6 @@ def test_skip_mode_drops_bad_rows_and_reports_them(tmp_path):
     labels = read_labels(path, VIDEOS, on_error="skip")
     assert labels.frames == {"a.mp4": {1: "jump"}, "b.mp4": {2: "run"}}
     assert [(i.row, i.file) for i in labels.skipped] == [(3, "zzz.mp4"), (4, "a.mp4"), (5, "a.mp4")]
-
-
-def test_split_by_video_is_stratified_seeded_and_respects_given_splits(tmp_path):
-    videos = {f"v{i:02d}.mp4": Info(10) for i in range(40)}
-    rows = [f"v{i:02d}.mp4,,{'run' if i % 2 else 'walk'},{'test' if i == 0 else ''}" for i in range(40)]
-    path = _csv(tmp_path, "filename,frame,label,split\n" + "\n".join(rows) + "\n")
-    labels = read_labels(path, videos)
-    splits = assign_splits(labels, seed=3)
-    assert splits == assign_splits(labels, seed=3)
-    assert splits != assign_splits(labels, seed=4)
-    assert splits["v00.mp4"] == "test"
-    for label in ("run", "walk"):
-        members = [v for v in splits if labels.majority(v) == label]
-        counts = {s: sum(splits[v] == s for v in members) for s in ("train", "val", "test")}
-        assert counts["train"] >= 13 and counts["val"] >= 2 and counts["test"] >= 2, counts
-    assert len(splits) == 40  # each video in exactly one split
 
 
 def test_conflicting_given_splits(tmp_path):

@@ -67,7 +67,8 @@ def _extract(args: argparse.Namespace) -> int:
 
 def _labels_check(args: argparse.Namespace) -> int:
     from movinet.data.ingest import summarize
-    from movinet.data.labels import LabelError, assign_splits, read_labels
+    from movinet.data.labels import LabelError, read_labels
+    from movinet.data.splits import assign_splits
     from movinet.data.video import list_videos, probe
 
     videos, unreadable = {}, []
@@ -84,11 +85,14 @@ def _labels_check(args: argparse.Namespace) -> int:
         for issue in exc.issues:
             print(f"{args.labels}: {issue}", file=sys.stderr)
         return 1
-    summary = summarize(labels, assign_splits(labels, args.seed))
+    lengths = {v: info.frames for v, info in videos.items()}
+    summary = summarize(labels, assign_splits(labels, lengths, args.seed, split_by=args.split_by))
     print(f"{args.labels}: OK, {summary['videos']} labelled videos")
     print(f"classes ({len(summary['classes'])}): {', '.join(summary['classes'])}")
     print("frames per class: " + ", ".join(f"{k} {v}" for k, v in summary["frames_per_class"].items()))
     print("videos per split: " + ", ".join(f"{k} {v}" for k, v in summary["videos_per_split"].items()))
+    if summary["videos_split_in_time"]:
+        print(f"split in time (too few videos of their class): {', '.join(summary['videos_split_in_time'])}")
     return 1 if unreadable and args.strict else 0
 
 
@@ -263,6 +267,12 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--videos", required=True, help="the folder the CSV's filenames are relative to")
     check.add_argument("--interpolation", default="none", choices=["none", "hold", "nearest"])
     check.add_argument("--seed", type=int, default=0, help="seed of the video split shown")
+    check.add_argument(
+        "--split-by",
+        default="auto",
+        choices=["auto", "video", "time"],
+        help="as data.labels.split_by: whole videos, cuts in time, or by video where a class can",
+    )
     check.add_argument("--strict", action="store_true", help="also fail on unreadable videos")
     check.set_defaults(func=_labels_check)
 

@@ -32,6 +32,12 @@ class OnError(str, Enum):
     skip = "skip"
 
 
+class SplitBy(str, Enum):
+    auto = "auto"
+    video = "video"
+    time = "time"
+
+
 class Sampling(str, Enum):
     hop = "hop"
     random = "random"
@@ -80,6 +86,7 @@ class LabelsConfig:
     out_dir: str = "data/labels"  # per-frame labels, splits, classes, report
     interpolation: Interpolation = Interpolation.none
     on_error: OnError = OnError.fail
+    split_by: SplitBy = SplitBy.auto  # video | time | auto: by video where a class has enough videos
     split_seed: int = 0
     split_fractions: list[float] = field(default_factory=lambda: [0.7, 0.15, 0.15])  # train, val, test
 

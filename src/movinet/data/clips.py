@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from movinet.config import Config
 from movinet.data.labels import BACKGROUND
 
 
@@ -30,6 +31,18 @@ class ClipParams:
             raise ValueError(f"invalid clip parameters {self}")
         if not 0.0 <= self.discard_threshold <= 1.0:
             raise ValueError(f"discard_threshold must be in [0, 1], got {self.discard_threshold}")
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> ClipParams:
+        """``data.clips`` with the model's clip length (``model.frames`` when it fixes one)."""
+        clips = cfg.data.clips
+        return cls(
+            num_frames=cfg.frames_per_clip,
+            frame_stride=clips.frame_stride,
+            discard_threshold=clips.discard_threshold,
+            offset=clips.offset,
+            include_background=clips.include_background,
+        )
 
     @property
     def span(self) -> int:

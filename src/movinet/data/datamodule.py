@@ -12,18 +12,6 @@ from movinet.data.clips import ClipParams
 from movinet.data.dataset import Augment, ClipDataset, build_clips
 
 
-def clip_params(cfg: Config) -> ClipParams:
-    """The clip index's parameters: ``data.clips`` with the model's clip length."""
-    clips = cfg.data.clips
-    return ClipParams(
-        num_frames=cfg.frames_per_clip,
-        frame_stride=clips.frame_stride,
-        discard_threshold=clips.discard_threshold,
-        offset=clips.offset,
-        include_background=clips.include_background,
-    )
-
-
 class ClipDataModule(L.LightningDataModule):
     def __init__(
         self,
@@ -62,7 +50,7 @@ class ClipDataModule(L.LightningDataModule):
         return cls(
             resolve_path(data.extract.out_dir, root),
             resolve_path(data.labels.out_dir, root),
-            clip_params(cfg),
+            ClipParams.from_config(cfg),
             augment,
             batch_size=data.loader.batch_size,
             num_workers=data.loader.num_workers,

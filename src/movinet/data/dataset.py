@@ -129,22 +129,39 @@ def build_clips(
     eval_clips_per_video: int = 4,
 ) -> tuple[list[Clip], list[str]]:
     """The clips of one split. Training: every valid window, ``train_hop`` apart (None: all starts,
-    for random-start sampling); evaluation: ``eval_clips_per_video`` fixed, evenly spaced windows."""
+    for random-start sampling); evaluation: ``eval_clips_per_video`` fixed, evenly spaced windows.
+    Each lies inside one stretch of the split (``movinet.data.splits``), half a clip span away from a
+    cut that another split's stretch of the same video lies beyond."""
     index = load_index(frames_dir)["videos"]
     labels = read_frame_labels(labels_dir)
-    splits = read_splits(labels_dir)
     classes = read_classes(labels_dir) + (["background"] if params.include_background else [])
     clips: list[Clip] = []
-    for video, video_split in splits.items():
-        if video_split != split or video not in index:
+    for stretch in read_splits(labels_dir):
+        if stretch.split != split or stretch.video not in index:
             continue
-        entry = index[video]
-        per_frame = cached_labels(entry["source_index"], labels.get(video, {}))
+        entry = index[stretch.video]
+        first, length = cached_range(entry["source_index"], entry["source_frames"], stretch, params.span)
         if split == "train":
-            starts = candidate_starts(entry["frames"], params)
+            starts = candidate_starts(length, params)
             if train_hop:
                 starts = starts[::train_hop]
         else:
-            starts = evenly_spaced_starts(entry["frames"], params, eval_clips_per_video)
-        clips += index_clips(video, per_frame, params, starts)
+            starts = evenly_spaced_starts(length, params, eval_clips_per_video)
+        per_frame = cached_labels(entry["source_index"], labels.get(stretch.video, {}))
+        clips += index_clips(stretch.video, per_frame, params, [first + s for s in starts])
     return clips, classes
+
+
+def cached_range(source_index: list[int], source_frames: int, stretch, span: int) -> tuple[int, int]:
+    """(first cached frame, number of cached frames) a stretch's clips may use: its source frames
+    ``start..end`` at the cache's rate, less half a clip span at a cut inside the video."""
+    inside = [i for i, src in enumerate(source_index) if stretch.start <= src <= stretch.end]
+    if not inside:
+        return 0, 0
+    first, last = inside[0], inside[-1]
+    margin = (span + 1) // 2
+    if stretch.start > 0:
+        first += margin
+    if stretch.end < source_frames - 1:
+        last -= margin
+    return first, max(0, last - first + 1)

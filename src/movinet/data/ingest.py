@@ -1,9 +1,13 @@
-"""The ingest stage: labels CSV + frame cache index -> per-frame labels, classes and video splits.
+"""The ingest stage: labels CSV + frame cache index -> per-frame labels, classes and splits.
 
 Outputs (written to a temporary folder and renamed into place, so never half-written):
-``frame_labels.csv`` (filename, frame, label; source frame numbers), ``splits.csv``
-(filename, split, majority label, labelled frames), ``classes.json`` and ``ingest_report.json``
-(every skipped row with its reason).
+``frame_labels.csv`` (filename, frame, label; source frame numbers), ``splits.csv`` (filename,
+split, start_frame, end_frame: one row per stretch of a video, see ``movinet.data.splits``; then
+the stretch's majority label and labelled frames), ``classes.json`` and ``ingest_report.json``
+(the summary, how each class was split, and every skipped row with its reason).
+
+Given the clip parameters, ingest also counts the clips each split will have and refuses (before
+anything is written) when val or test would have none: three stages earlier than evaluation would.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from movinet.data.clips import ClipParams
 from movinet.data.extract import load_index
-from movinet.data.labels import BACKGROUND, Labels, assign_splits, read_labels
+from movinet.data.labels import BACKGROUND, Labels, read_labels
+from movinet.data.splits import SPLIT_NAMES, Stretch, assign_splits, videos_per_split
 from movinet.files import atomic_dir
 
 FRAME_LABELS = "frame_labels.csv"
@@ -45,16 +51,43 @@ def ingest_labels(
     on_error: str = "fail",
     seed: int = 0,
     fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    split_by: str = "auto",
+    clips: ClipParams | None = None,
 ) -> dict:
-    labels = read_labels(labels_csv, cached_videos(frames_dir), interpolation, on_error)
-    splits = assign_splits(labels, seed, fractions)
-    summary = summarize(labels, splits)
+    """Writes ``out_dir``; with ``clips``, refuses when the val or test split would have no clip."""
+    lengths = cached_videos(frames_dir)
+    labels = read_labels(labels_csv, lengths, interpolation, on_error)
+    stretches = assign_splits(labels, {v: n.frames for v, n in lengths.items()}, seed, fractions, split_by)
+    summary = summarize(labels, stretches)
     with atomic_dir(out_dir) as tmp:
-        _write_outputs(tmp, labels, splits, summary)
+        _write_outputs(tmp, labels, stretches, summary)
+        if clips is not None:
+            summary["clips_per_split"] = _check_clips(frames_dir, tmp, clips, fractions)
+            (tmp / REPORT).write_text(json.dumps(_report(summary, labels), indent=1))
     return summary
 
 
-def _write_outputs(tmp: Path, labels: Labels, splits: dict[str, str], summary: dict) -> None:
+def _check_clips(frames_dir, labels_dir: Path, params: ClipParams, fractions) -> dict[str, int]:
+    from movinet.data.dataset import build_clips
+
+    counts = {s: len(build_clips(frames_dir, labels_dir, s, params)[0]) for s in SPLIT_NAMES}
+    empty = [s for s, f in zip(SPLIT_NAMES, fractions) if f > 0 and counts[s] == 0]
+    if empty:
+        raise ValueError(
+            f"the {' and '.join(empty)} split{'s' if len(empty) > 1 else ''} would have no clip of "
+            f"{params.num_frames} frames {params.frame_stride} apart (clips per split: {counts}); fixes: shorter "
+            "clips (data.clips.num_frames, data.clips.frame_stride), a lower data.clips.discard_threshold, "
+            "longer or more videos, or other data.labels.split_fractions"
+        )
+    return counts
+
+
+def _report(summary: dict, labels: Labels) -> dict:
+    skipped = [{"row": i.row, "file": i.file, "reason": i.message} for i in labels.skipped]
+    return {**summary, "skipped_rows": skipped}
+
+
+def _write_outputs(tmp: Path, labels: Labels, stretches: list[Stretch], summary: dict) -> None:
     with open(tmp / FRAME_LABELS, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["filename", "frame", "label"])
@@ -62,25 +95,23 @@ def _write_outputs(tmp: Path, labels: Labels, splits: dict[str, str], summary: d
             writer.writerows((video, frame, label) for frame, label in per.items())
     with open(tmp / SPLITS, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["filename", "split", "majority_label", "labelled_frames"])
-        for video, split in splits.items():
-            writer.writerow([video, split, labels.majority(video), len(labels.frames[video])])
+        writer.writerow(["filename", "split", "start_frame", "end_frame", "majority_label", "labelled_frames"])
+        for st in stretches:
+            inside = Counter(lab for fr, lab in labels.frames[st.video].items() if st.start <= fr <= st.end)
+            majority = max(sorted(inside), key=lambda lab: inside[lab]) if inside else ""
+            writer.writerow([st.video, st.split, st.start, st.end, majority, sum(inside.values())])
     (tmp / CLASSES).write_text(json.dumps({"classes": labels.classes, "background": BACKGROUND}, indent=1))
-    (tmp / REPORT).write_text(
-        json.dumps(
-            {**summary, "skipped_rows": [{"row": i.row, "file": i.file, "reason": i.message} for i in labels.skipped]},
-            indent=1,
-        )
-    )
+    (tmp / REPORT).write_text(json.dumps(_report(summary, labels), indent=1))
 
 
-def summarize(labels: Labels, splits: dict[str, str]) -> dict:
+def summarize(labels: Labels, stretches: list[Stretch]) -> dict:
     frames = Counter(label for per in labels.frames.values() for label in per.values())
-    videos = Counter(splits.values())
+    by_time = {st.video for st in stretches if st.start > 0}
     return {
         "classes": labels.classes,
         "frames_per_class": dict(sorted(frames.items())),
-        "videos_per_split": {s: videos.get(s, 0) for s in ("train", "val", "test")},
+        "videos_per_split": videos_per_split(stretches),
+        "videos_split_in_time": sorted(by_time),
         "videos": len(labels.frames),
     }
 
@@ -93,9 +124,10 @@ def read_frame_labels(labels_dir: str | Path) -> dict[str, dict[int, str]]:
     return out
 
 
-def read_splits(labels_dir: str | Path) -> dict[str, str]:
+def read_splits(labels_dir: str | Path) -> list[Stretch]:
     with open(Path(labels_dir) / SPLITS, newline="") as f:
-        return {row["filename"]: row["split"] for row in csv.DictReader(f)}
+        rows = list(csv.DictReader(f))
+    return [Stretch(r["filename"], r["split"], int(r["start_frame"]), int(r["end_frame"])) for r in rows]
 
 
 def read_classes(labels_dir: str | Path) -> list[str]:

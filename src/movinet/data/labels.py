@@ -19,7 +19,6 @@ Every problem names the CSV row (as a spreadsheet shows it: the header is row 1)
 from __future__ import annotations
 
 import csv
-import random
 from collections import Counter, defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -246,31 +245,3 @@ def _interpolate(labels: Labels, rows: list[_Row], mode: str) -> None:
                 else:
                     per[f] = lb
         labels.frames[video] = dict(sorted(per.items()))
-
-
-def assign_splits(
-    labels: Labels, seed: int = 0, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
-) -> dict[str, str]:
-    """Split by video, stratified by each video's majority label; given splits are kept.
-
-    Seeded: the same videos, labels and seed always give the same split.
-    """
-    if abs(sum(fractions) - 1.0) > 1e-6 or min(fractions) < 0:
-        raise ValueError(f"split fractions must be >= 0 and sum to 1, got {fractions}")
-    splits = {v: s for v, s in labels.given_splits.items() if v in labels.frames}
-    strata: dict[str, list[str]] = defaultdict(list)
-    for video in sorted(labels.frames):
-        if video not in splits:
-            strata[labels.majority(video) or ""].append(video)
-    rng = random.Random(seed)
-    for label in sorted(strata):
-        members = strata[label]
-        rng.shuffle(members)
-        n = len(members)
-        n_test = round(n * fractions[2])
-        n_val = round(n * fractions[1])
-        if n_test + n_val >= n:  # always keep at least one training video per class
-            n_test, n_val = min(n_test, max(n - 1, 0)), max(0, min(n_val, n - 1 - n_test))
-        for i, video in enumerate(members):
-            splits[video] = "test" if i < n_test else "val" if i < n_test + n_val else "train"
-    return dict(sorted(splits.items()))

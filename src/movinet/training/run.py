@@ -64,6 +64,12 @@ def _datamodule(cfg: Config, root: Path) -> ClipDataModule:
             "no training clips: check data.clips.num_frames / frame_stride against the video "
             "lengths and data.clips.discard_threshold against the labels"
         )
+    if not data.datasets["val"] and not cfg.train.monitor.startswith("train_"):
+        raise ValueError(
+            f"the val split has no clips, so {cfg.train.monitor} cannot choose the best checkpoint: give val "
+            "videos (data.labels.split_fractions, the CSV's split column, data.labels.split_by=time), or "
+            "monitor a training metric instead (train.monitor=train_loss train.monitor_mode=min)"
+        )
     return data
 
 
@@ -149,6 +155,10 @@ def run_training(
         save_top_k=1,
         save_last=True,
         auto_insert_metric_name=False,
+        # a training metric is there every step: check it every eval_interval steps (a val metric: after validation)
+        every_n_train_steps=min(cfg.train.eval_interval, cfg.train.steps)
+        if cfg.train.monitor.startswith("train_")
+        else None,
     )
     _trainer(run, logger, checkpoint, callbacks or []).fit(module, datamodule=data, ckpt_path=run.resume_from)
     return _finish(run, checkpoint, data.classes)
