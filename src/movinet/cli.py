@@ -96,6 +96,25 @@ def _labels_check(args: argparse.Namespace) -> int:
     return 1 if unreadable and args.strict else 0
 
 
+def _labels_import(args: argparse.Namespace) -> int:
+    from movinet.data import imports
+
+    if args.format == "folders":
+        if len(args.sources) != 1:
+            raise UsageError("folders takes one VIDEOS folder (VIDEOS/<class>/<video>)")
+        rows = imports.from_folders(args.sources[0])
+    elif args.format == "label-studio":
+        rows = [r for source in args.sources for r in imports.from_label_studio(source, args.videos, args.frame_rate)]
+    else:
+        rows = [r for source in args.sources for r in imports.from_cvat(source, args.video)]
+    path = imports.write_csv(rows, args.output)
+    videos = len({r.filename for r in rows})
+    print(f"{path}: {len(rows)} rows, {videos} videos, classes: {', '.join(sorted({r.label for r in rows}))}")
+    if args.videos and args.format != "folders":
+        print(f"check it: movinet labels check {path} --videos {args.videos}")
+    return 0
+
+
 def _params(args: argparse.Namespace) -> int:
     from movinet.config import params_drift, write_params
 
@@ -275,6 +294,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--strict", action="store_true", help="also fail on unreadable videos")
     check.set_defaults(func=_labels_check)
+
+    importer = labels_cmd.add_parser(
+        "import", help="a labels CSV from class folders, a Label Studio export or a CVAT export"
+    )
+    importer.add_argument("format", choices=["folders", "label-studio", "cvat"])
+    importer.add_argument("sources", nargs="+", help="VIDEOS folder (folders), or export files")
+    importer.add_argument("-o", "--output", required=True, help="the labels CSV to write")
+    importer.add_argument("--videos", help="the videos folder (Label Studio: match uploaded names, --frame-rate)")
+    importer.add_argument("--frame-rate", type=float, help="Label Studio's <Video frameRate>, if not the videos' own")
+    importer.add_argument("--video", help="CVAT: the video's name when <meta><task><source> lacks it")
+    importer.set_defaults(func=_labels_import)
 
     promote = commands.add_parser(
         "promote", help="move the champion alias to a version if it beats the champion (exit 1: rejected)"
