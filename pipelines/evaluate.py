@@ -16,7 +16,7 @@ def main() -> None:
     parser.add_argument("name", nargs="?", default="video", help="the trained model's folder under models/")
     name = parser.parse_args().name
     root = project_root()
-    metrics = evaluate(root / "models" / name, name, root, root / "metrics", root / "plots")
+    metrics = evaluate(root / "models" / name, name, root, root / "metrics", root / "plots", root / "reports")
     print(", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
 
 

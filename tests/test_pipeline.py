@@ -558,6 +558,36 @@ def headless(browser: str, url: str, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+def test_evaluation_reports_open_offline_in_chromium(project, first_repro, tmp_path):
+    """Each evaluated model's report shows every test video that has evaluation clips, needs nothing
+    from the network (no script, no remote URL) and renders in a real browser without errors."""
+    from movinet.config import load_config
+    from movinet.data.clips import ClipParams
+    from movinet.data.dataset import build_clips
+
+    sh("dvc", "repro", cwd=project)  # up to date whatever ran before (DVC's run cache restores outputs)
+    cfg = load_config(project)
+    data = project / "data"
+    clips, _ = build_clips(data / "frames", data / "labels", "test", ClipParams.from_config(cfg))
+    videos = {c.video for c in clips}
+    browser = chromium()
+    for name in ("video", "ensemble", "baseline"):
+        page = project / "reports" / name / "index.html"
+        text = page.read_text()
+        assert "<script" not in text and not re.search(r"(src|href)=\"(https?:)?//", text)
+        if name != "baseline":  # the baseline's clips are one frame: its test videos are others
+            assert set(re.findall(r'<section class="video \w+" id="v-[^"]+"><h3>([^<]+)</h3>', text)) == videos
+        if browser is None:
+            continue
+        shown = headless(browser, page.as_uri(), "--dump-dom", "--enable-logging=stderr", "--v=0")
+        assert shown.returncode == 0 and all(v in shown.stdout for v in videos)
+        assert "CONSOLE" not in shown.stderr and "Uncaught" not in shown.stderr
+    if browser is not None:
+        shot = tmp_path / "report.png"
+        headless(browser, (project / "reports" / "video" / "index.html").as_uri(), f"--screenshot={shot}")
+        assert shot.stat().st_size > 20_000  # thumbnails and timelines drawn, not a blank page
+
+
 def test_mlflow_ui_shows_the_sweep_runs_and_metrics(project, tmp_path):
     import socket
 

@@ -11,13 +11,13 @@ import yaml
 
 from movinet.config import Config, config_dict
 from movinet.files import write_json_atomic, write_text_atomic
-from movinet.inference.ensemble import ENSEMBLE_FILE
+from movinet.inference.ensemble import ENSEMBLE_FILE, TemporalEnsemble
 from movinet.models.weights import load_checkpoint
 from movinet.tracking.client import TrackingClient
 from movinet.tracking.runs import RUN_FILE, fingerprint, read_run_record, write_run_record
 from movinet.tracking.store import tracking_uri
 from movinet.training.ensemble import ensemble_dir, member_dir
-from movinet.training.evaluate import log_to_run, test_split, write_evaluation
+from movinet.training.evaluate import Predictions, log_to_run, test_split, write_evaluation, write_report
 from movinet.training.metrics import score
 
 
@@ -41,9 +41,9 @@ def members_parent(cfg: Config, root: Path, client: TrackingClient) -> str:
     return parents.pop()
 
 
-def member_logits(cfg: Config, root: Path) -> tuple[list[torch.Tensor], torch.Tensor, list[str]]:
-    """Each member's logits on its own frames of the base model's test clips, and their labels."""
-    from movinet.inference.ensemble import TemporalEnsemble
+def member_logits(cfg: Config, root: Path) -> tuple[list[torch.Tensor], Predictions]:
+    """Each member's logits on its own frames of the base model's test clips; and the ensemble's
+    predictions (averaged logits) with the ensemble and the data, for the report."""
     from movinet.models import optimize_for_inference
 
     offsets, members, classes = list(cfg.ensemble.offsets), [], None
@@ -61,17 +61,19 @@ def member_logits(cfg: Config, root: Path) -> tuple[list[torch.Tensor], torch.Te
             labels.append(y)
     if not labels:
         raise ValueError("the test split has no clips")
-    return [torch.cat(o) for o in outputs], torch.cat(labels), classes
+    per_member = [torch.cat(o) for o in outputs]
+    return per_member, Predictions(ensemble, data, torch.stack(per_member).mean(0), torch.cat(labels))
 
 
-def evaluate_ensemble(cfg: Config, root: Path, metrics_dir: Path, plots_dir: Path) -> dict:
+def evaluate_ensemble(cfg: Config, root: Path, metrics_dir: Path, plots_dir: Path, reports_dir: Path) -> dict:
     offsets, name = list(cfg.ensemble.offsets), cfg.ensemble.name
-    per_member, labels, classes = member_logits(cfg, root)
-    logits = torch.stack(per_member).mean(0)
+    per_member, predictions = member_logits(cfg, root)
+    logits, labels, classes = predictions.logits, predictions.labels, predictions.classes
     metrics = score(logits, labels, len(classes))
     metrics["members"] = {f"m{o}": score(m, labels, len(classes)) for o, m in zip(offsets, per_member)}
     metrics["gain_over_best_member"] = metrics["test_acc"] - max(m["test_acc"] for m in metrics["members"].values())
     write_evaluation(name, metrics, logits, labels, classes, metrics_dir, plots_dir)
+    page = write_report(name, predictions, metrics, reports_dir)
 
     out, plain = ensemble_dir(cfg, root), config_dict(cfg)
     client = TrackingClient(tracking_uri(cfg.mlflow.tracking_uri, root))
@@ -87,7 +89,7 @@ def evaluate_ensemble(cfg: Config, root: Path, metrics_dir: Path, plots_dir: Pat
     flat = dict(metrics)
     for member, values in metrics["members"].items():
         flat.update({f"{member}_{k}": v for k, v in values.items()})
-    log_to_run(client, run_id, flat, logits, labels, classes)
+    log_to_run(client, run_id, flat, logits, labels, classes, page)
     client.set_terminated(run_id, "FINISHED")
     write_run_record(out, {"mlflow_run_id": run_id, "fingerprint": fingerprint(plain), "finished": True})
     return metrics

@@ -2,13 +2,16 @@
 
 Writes ``metrics/<name>.json`` (``test_acc``, ``test_macro_f1``, ``test_top5`` with more than 5
 classes, clip counts), ``plots/<name>/confusion.csv`` (one row per test clip: actual, predicted;
-DVC's confusion template) and ``plots/<name>/per_class.csv`` (precision, recall, support per class).
+DVC's confusion template), ``plots/<name>/per_class.csv`` (precision, recall, support per class)
+and ``reports/<name>/index.html`` (the test videos to look at, ``movinet.training.report``).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -22,6 +25,7 @@ from movinet.models.weights import load_checkpoint
 from movinet.tracking.client import TrackingClient
 from movinet.tracking.runs import log_evaluation, read_run_record
 from movinet.tracking.store import tracking_uri
+from movinet.training import report
 from movinet.training.metrics import confusion_matrix, per_class_table, score
 
 
@@ -34,8 +38,22 @@ def test_split(cfg: Config, root: Path, classes: list[str]) -> ClipDataModule:
     return data
 
 
-def predict_split(model_dir: Path, cfg: Config, root: Path) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """Logits and labels of every test clip (the fixed, evenly spaced evaluation clips)."""
+@dataclass
+class Predictions:
+    """A model's logits on every test clip (the fixed, evenly spaced evaluation clips), with what the
+    report needs besides: the model and the data."""
+
+    model: Callable[[torch.Tensor], torch.Tensor]
+    data: ClipDataModule
+    logits: torch.Tensor
+    labels: torch.Tensor
+
+    @property
+    def classes(self) -> list[str]:
+        return self.data.classes
+
+
+def predict_split(model_dir: Path, cfg: Config, root: Path) -> Predictions:
     model, payload = load_checkpoint(model_dir / "model.pt")
     fast = optimize_for_inference(model)
     try:
@@ -49,7 +67,14 @@ def predict_split(model_dir: Path, cfg: Config, root: Path) -> tuple[torch.Tenso
             labels.append(y)
     if not labels:
         raise ValueError("the test split has no clips")
-    return torch.cat(logits), torch.cat(labels), data.classes
+    return Predictions(fast, data, torch.cat(logits), torch.cat(labels))
+
+
+def write_report(name: str, predictions: Predictions, metrics: dict, reports_dir: Path) -> Path:
+    """``reports/<name>/index.html``: the test videos, worst first (``movinet.training.report``)."""
+    results = report.video_results(predictions.data, predictions.logits, predictions.classes, predictions.model)
+    title = f"{name}: {len(results)} test videos"
+    return report.write_report(reports_dir / name / "index.html", title, predictions.classes, results, metrics)
 
 
 def write_evaluation(
@@ -78,27 +103,31 @@ def write_evaluation(
 
 
 def log_to_run(
-    client: TrackingClient, run_id: str, metrics: dict, logits: torch.Tensor, labels: torch.Tensor, classes: list[str]
+    client: TrackingClient,
+    run_id: str,
+    metrics: dict,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    classes: list[str],
+    report_file: Path | None = None,
 ) -> None:
-    """The float metrics, the confusion matrix and the per-class table, into the model's MLflow run."""
+    """The float metrics, the confusion matrix, the per-class table and the report, into the model's run."""
     floats = {k: v for k, v in metrics.items() if isinstance(v, float)}
-    log_evaluation(
-        client,
-        run_id,
-        floats,
-        confusion_matrix(logits, labels, len(classes)),
-        classes,
-        per_class_table(logits, labels, classes),
-    )
+    matrix = confusion_matrix(logits, labels, len(classes))
+    log_evaluation(client, run_id, floats, matrix, classes, per_class_table(logits, labels, classes))
+    if report_file is not None:
+        client.log_artifact(run_id, str(report_file), "evaluation")
 
 
-def evaluate(model_dir: Path, name: str, root: Path, metrics_dir: Path, plots_dir: Path) -> dict:
+def evaluate(model_dir: Path, name: str, root: Path, metrics_dir: Path, plots_dir: Path, reports_dir: Path) -> dict:
     cfg = to_config(yaml.safe_load((model_dir / "config.yaml").read_text()))
-    logits, labels, classes = predict_split(model_dir, cfg, root)
+    predictions = predict_split(model_dir, cfg, root)
+    logits, labels, classes = predictions.logits, predictions.labels, predictions.classes
     metrics = score(logits, labels, len(classes))
     write_evaluation(name, metrics, logits, labels, classes, metrics_dir, plots_dir)
+    page = write_report(name, predictions, metrics, reports_dir)
     record = read_run_record(model_dir)
     if record is not None:
         client = TrackingClient(tracking_uri(cfg.mlflow.tracking_uri, root))
-        log_to_run(client, record["mlflow_run_id"], metrics, logits, labels, classes)
+        log_to_run(client, record["mlflow_run_id"], metrics, logits, labels, classes, page)
     return metrics
