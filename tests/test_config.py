@@ -171,3 +171,31 @@ def test_stage_scripts_have_help():
         )
         assert done.returncode == 0, f"{script.name} --help: {done.stderr[-2000:]}"
         assert "usage:" in done.stdout or "Powered by Hydra" in done.stdout, script.name
+
+
+def test_a_users_own_data_file_keeps_the_drift_check(tmp_path):
+    """The README's way to keep one's settings: conf/data/mine.yaml made the default, then `movinet params`."""
+    shutil.copytree(ROOT / "conf", tmp_path / "conf")
+    mine = (tmp_path / "conf" / "data" / "csv.yaml").read_text().replace("name: csv", "name: mine")
+    (tmp_path / "conf" / "data" / "mine.yaml").write_text(mine.replace("videos: data/videos", "videos: /srv/clips"))
+    config = tmp_path / "conf" / "config.yaml"
+    config.write_text(config.read_text().replace("  - data: demo", "  - data: mine"))
+    done = subprocess.run(
+        [sys.executable, "-m", "movinet.cli", "params"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    assert (params["data"]["name"], params["data"]["videos"], params["register"]["name"]) == (
+        "mine",
+        "/srv/clips",
+        "movinet-mine",
+    )
+    assert params == compose(root=tmp_path)  # what tests/test_config.py checks in a user's project
+    check = subprocess.run(
+        [sys.executable, "-m", "movinet.cli", "params", "--check"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert check.returncode == 0 and "matches conf/" in check.stdout

@@ -166,3 +166,20 @@ def test_real_clips_from_shared(tmp_path):
         assert entry["source_index"] == resample_indices(frames, entry["source_fps"], 5).tolist()
         assert min(entry["height"], entry["width"]) == 48
     assert index["demo_skeleton.mp4"]["width"] == 85  # 1920x1080 -> 85x48
+
+
+def test_a_full_disk_fails_the_extraction_instead_of_skipping_the_video(tmp_path, monkeypatch):
+    (tmp_path / "videos").mkdir()
+    write_video(tmp_path / "videos" / "a.mp4", gray_frames(10, 32, 32), 10, "libx264")
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np.lib.format, "open_memmap", full)
+    with pytest.raises(OSError, match="No space left on device"):
+        extract_videos(tmp_path / "videos", tmp_path / "cache", size=0, progress=False)
+    assert load_index(tmp_path / "cache")["videos"] == {}  # not recorded as extracted, nor as skipped
+    assert list((tmp_path / "cache" / "frames").iterdir()) == []  # and no temporary file left
+    cmd = [sys.executable, "-m", "movinet.cli", "extract", str(tmp_path / "nosuch"), str(tmp_path / "c")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and done.stderr.startswith("error: video folder") and "Traceback" not in done.stderr

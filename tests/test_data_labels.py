@@ -153,3 +153,12 @@ def test_labels_check_cli_on_real_videos(tmp_path):
         f"{bad}: row 3: missing.mp4: unknown video 'missing.mp4' (not among the videos, or it could not be decoded)",
         f"{bad}: row 4: a.mp4: negative frame -2",
     ]
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e400"])
+def test_a_non_finite_timestamp_is_a_row_error_that_honours_on_error(tmp_path, value):
+    path = _csv(tmp_path, f"filename,timestamp,label\na.mp4,0.5,jump\na.mp4,{value},run\n")
+    with pytest.raises(LabelError, match=rf"row 3: a.mp4: timestamp '{value}' is not a finite number of seconds"):
+        read_labels(path, VIDEOS)
+    labels = read_labels(path, VIDEOS, on_error="skip")
+    assert labels.frames == {"a.mp4": {5: "jump"}} and [i.row for i in labels.skipped] == [3]

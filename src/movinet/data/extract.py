@@ -86,9 +86,9 @@ def extract_one(path: Path, dest: Path, fps: float | None, size: int | None) -> 
                 out[start : start + len(chunk)] = reader.get_batch(chunk.tolist()).asnumpy()
             out.flush()
             del out
-    except Exception as exc:
-        if isinstance(exc, ValueError):
-            raise
+    except (ValueError, OSError, MemoryError):
+        raise  # a bad video is a ValueError (skipped and reported); a full disk or no memory fails the stage
+    except Exception as exc:  # decord's errors on a stream it cannot decode
         raise ValueError(f"{path}: decoding failed ({str(exc).splitlines()[0][:200]})") from exc
     stat = path.stat()
     return {

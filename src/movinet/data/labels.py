@@ -19,6 +19,7 @@ Every problem names the CSV row (as a spreadsheet shows it: the header is row 1)
 from __future__ import annotations
 
 import csv
+import math
 from collections import Counter, defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -165,25 +166,33 @@ def _parse_row(number: int, values: dict, videos: Mapping[str, VideoLength], iss
         frame = frame_number("frame")
         return None if frame is None else _Row(number, file, label, [frame], True, split)
     if given == {"timestamp"}:
-        try:
-            seconds = float(values["timestamp"])
-        except ValueError:
-            return bad(f"timestamp {values['timestamp']!r} is not a number")
-        if seconds < 0:
-            return bad(f"negative timestamp {seconds}")
-        frame = round(seconds * videos[file].fps)
-        if frame >= length:
-            return bad(
-                f"timestamp {seconds}s is past the end (the video lasts "
-                f"{length / videos[file].fps:.3f}s, {length} frames)"
-            )
-        return _Row(number, file, label, [frame], True, split)
+        frame = _timestamp_frame(values["timestamp"], videos[file], bad)
+        return None if frame is None else _Row(number, file, label, [frame], True, split)
     start, end = frame_number("start_frame"), frame_number("end_frame")
     if start is None or end is None:
         return None
     if end < start:
         return bad(f"end_frame {end} is before start_frame {start}")
     return _Row(number, file, label, list(range(start, end + 1)), False, split)
+
+
+def _timestamp_frame(text: str, video: VideoLength, bad) -> int | None:
+    """The frame at ``text`` seconds, ``round(t * fps)``; a bad value is reported through ``bad``."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        return bad(f"timestamp {text!r} is not a number")
+    if not math.isfinite(seconds):  # nan, inf, 1e400
+        return bad(f"timestamp {text!r} is not a finite number of seconds")
+    if seconds < 0:
+        return bad(f"negative timestamp {seconds}")
+    frame = round(seconds * video.fps)
+    if frame >= video.frames:
+        return bad(
+            f"timestamp {seconds}s is past the end (the video lasts {video.frames / video.fps:.3f}s, "
+            f"{video.frames} frames)"
+        )
+    return frame
 
 
 def _assign(rows: list[_Row], videos: Mapping[str, VideoLength], issues: list[LabelIssue]) -> Labels:
