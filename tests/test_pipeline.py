@@ -111,7 +111,8 @@ def test_dvc_repro_end_to_end_then_nothing_to_do(project, first_repro):
     history = client.get_metric_history(run.info.run_id, "train_loss")
     assert len(history) >= 2  # a curve, per step
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
-    assert "evaluation/test_confusion_matrix.png" in artifacts and "evaluation/test_per_class.csv" in artifacts
+    expected = {"evaluation/test_confusion_matrix.png", "evaluation/test_per_class.csv", "evaluation/index.html"}
+    assert expected <= artifacts  # index.html: the evaluation report
     (baseline,) = runs_named(project, "baseline")
     assert baseline.data.params["model.frames"] == "1"
 

@@ -67,6 +67,25 @@ def test_promote_errors_are_clear(registry):
     assert bad.returncode == 2 and "m has no version 9 (versions: 1, 2, 3)" in bad.stderr
 
 
+def test_the_gate_fails_closed_when_the_champion_cannot_be_read(registry, monkeypatch):
+    """A store error while reading the champion is an error, never "no champion": a worse version
+    must not take the alias because the better one's could not be read."""
+    from movinet.tracking.client import TrackingClient
+    from movinet.tracking.promotion import promote
+
+    uri, client = registry
+    tracking = TrackingClient(uri)
+    promote(tracking, "m", "3")  # v3 (0.90) is the champion
+
+    def unreachable(name):
+        raise ConnectionError("the tracking server did not answer")
+
+    monkeypatch.setattr(tracking.mlflow, "get_registered_model", unreachable)
+    with pytest.raises(ConnectionError, match="did not answer"):
+        promote(tracking, "m", "2")  # v2 (0.70) is worse
+    assert champion(client) == "3" and "promotion" not in client.get_model_version("m", "2").tags
+
+
 def test_register_stream_model_attaches_onnx_and_promotes_first(tmp_path):
     """The register stage on a stream model: one video pyfunc with its ONNX export, the test
     metrics as version tags, champion as the first version; loaded back by alias, it classifies."""

@@ -155,7 +155,7 @@ def test_bad_input_is_4xx_with_a_message(server, video):
     assert requests.post(f"{server}/predict", timeout=10).status_code == 422  # no file at all
     key = requests.post(f"{server}/streams", timeout=10).json()["id"]
     buf = io.BytesIO()
-    np.save(buf, np.zeros((9, 8, 8, 3), np.uint8))
+    np.save(buf, np.zeros((9, 16, 16, 3), np.uint8))
     many = requests.post(f"{server}/streams/{key}/frames", data=buf.getvalue(), timeout=10)
     assert many.status_code == 413 and "limit is 8" in many.json()["detail"]
     buf = io.BytesIO()
@@ -169,13 +169,51 @@ def test_bad_input_is_4xx_with_a_message(server, video):
     empty = requests.post(f"{server}/streams/{key}/frames", data=buf.getvalue(), timeout=10)
     assert empty.status_code == 422 and "(2, 0, 8, 3)" in empty.json()["detail"]
     bomb = requests.post(f"{server}/streams/{key}/frames", data=png_header(40_000, 40_000), timeout=10)
-    assert bomb.status_code == 422 and "too large" in bomb.json()["detail"]
+    assert bomb.status_code == 422 and "too large" in bomb.json()["detail"]  # Pillow's own bomb check
     huge = requests.post(f"{server}/streams/{key}/frames", data=b"\0" * (600 * 1024), timeout=10)
     assert huge.status_code == 413 and "0.5 MB" in huge.json()["detail"]
     chunked = requests.post(f"{server}/streams/{key}/frames", data=iter([b"\0" * (300 * 1024)] * 2), timeout=10)
     assert chunked.status_code == 413  # no Content-Length: counted while reading
     assert requests.post(f"{server}/streams/nope/frames", data=b"x", timeout=10).status_code == 404
     assert requests.post(f"{server}/streams", params={"fps": -1}, timeout=10).status_code == 422
+
+
+def hostile_frames() -> dict[str, bytes]:
+    """Bodies that cost far more than their size if trusted: thin or huge frames, lying headers, other formats."""
+    from PIL import Image
+
+    def image(width: int, height: int, fmt: str) -> bytes:
+        out = io.BytesIO()
+        Image.new("RGB", (width, height)).save(out, format=fmt)
+        return out.getvalue()
+
+    lying = io.BytesIO()
+    np.save(lying, np.zeros((1, 16, 16, 3), np.uint8))
+    header_len = len(lying.getvalue()) - 16 * 16 * 3
+    claim = np.lib.format.header_data_from_array_1_0(np.zeros((1, 16, 16, 3), np.uint8))
+    claim["shape"] = (100_000, 1000, 1000, 3)  # 300 GB, in a 128-byte header
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, claim)
+    return {
+        "a 2000x1 frame is outside the limits": image(2000, 1, "PNG"),  # 86 bytes, upscaled x172 to the crop
+        "a 32000x1 frame is outside the limits": image(32000, 1, "PNG"),
+        "a 13000x13000 frame is outside the limits": png_header(13_000, 13_000),  # under Pillow's bomb limit
+        "a 400x20 frame is outside the limits": image(400, 20, "PNG"),  # aspect 20
+        "the .npy header says (100000, 1000, 1000, 3)": header.getvalue() + lying.getvalue()[header_len:],
+        "PNG/JPEG": image(64, 48, "BMP"),
+        "PNG/JPEG ": image(64, 48, "GIF"),
+        "PNG/JPEG  ": image(64, 48, "TIFF"),
+    }
+
+
+def test_hostile_frames_are_refused_from_their_size_before_decoding(server):
+    key = requests.post(f"{server}/streams", timeout=10).json()["id"]
+    for message, body in hostile_frames().items():
+        reply = requests.post(f"{server}/streams/{key}/frames", data=body, timeout=30)
+        assert reply.status_code == 422 and message.strip() in reply.json()["detail"], (message, reply.text)
+    for fps in ("inf", "nan", "1e400", "100000", "0"):
+        assert requests.post(f"{server}/streams", params={"fps": fps}, timeout=10).status_code == 422, fps
+    assert requests.get(f"{server}/health", timeout=10).json()["model"] is None  # a local path is not shown
 
 
 def test_idle_sessions_expire_and_sessions_are_limited(model_file):

@@ -94,12 +94,15 @@ def assign_splits(
 
 
 def _video_counts(n: int, fractions: tuple[float, float, float], needed: list[str]) -> dict[str, int]:
-    """Videos per split: one for each needed split first, the rest where the shares fall short most."""
-    counts = {s: int(s in needed) for s in SPLIT_NAMES}
-    targets = {s: n * f for s, f in zip(SPLIT_NAMES, fractions)}
-    for _ in range(n - sum(counts.values())):
-        best = max(SPLIT_NAMES, key=lambda s: (targets[s] - counts[s], -SPLIT_NAMES.index(s)))
-        counts[best] += 1
+    """Videos per split: val and test ``round(n * share)``, train the rest; then a video moved from the
+    fullest split to each needed split that has none."""
+    counts = {"test": round(n * fractions[2]), "val": round(n * fractions[1])}
+    counts["train"] = n - counts["test"] - counts["val"]
+    while any(counts[s] < 0 or (s in needed and counts[s] < 1) for s in SPLIT_NAMES):
+        short = next(s for s in SPLIT_NAMES if counts[s] < 0 or (s in needed and counts[s] < 1))
+        donor = max((d for d in SPLIT_NAMES if d != short), key=lambda d: counts[d] - (d in needed))
+        counts[donor] -= 1
+        counts[short] += 1
     return counts
 
 

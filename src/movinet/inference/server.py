@@ -18,6 +18,7 @@ they stay out of the OpenAPI schema; they say why, for whoever edits the code, n
 from __future__ import annotations
 
 import io
+import math
 import threading
 import time
 import uuid
@@ -29,7 +30,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from movinet.inference.predictor import Prediction, Predictor, StreamSession, top_classes
-from movinet.inference.video_input import frame_batch
+from movinet.inference.video_input import check_frame_size, frame_batch
 
 
 @dataclass(frozen=True)
@@ -165,21 +166,39 @@ def _prediction(result: Prediction, predictor: Predictor, top_k: int) -> dict:
 
 
 def _decode_frames(body: bytes) -> np.ndarray:
+    """A pushed body as frames: a ``.npy`` whose header agrees with its length, or one PNG/JPEG. Sizes
+    are checked from the header, before anything is allocated or decoded."""
     if body.startswith(b"\x93NUMPY"):
-        try:
-            frames = np.load(io.BytesIO(body), allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise ValueError(f"unreadable .npy array ({exc})") from None
-    else:
-        from PIL import Image, UnidentifiedImageError
+        return frame_batch(_read_npy(body))
+    from PIL import Image, UnidentifiedImageError
 
-        try:
-            frames = np.asarray(Image.open(io.BytesIO(body)).convert("RGB"))
-        except Image.DecompressionBombError as exc:
-            raise ValueError(f"image too large ({exc})") from None
-        except (UnidentifiedImageError, OSError):
-            raise ValueError("the body must be a .npy uint8 array (n, H, W, 3) or one PNG/JPEG image") from None
+    try:
+        image = Image.open(io.BytesIO(body), formats=["PNG", "JPEG"])
+        check_frame_size(image.height, image.width)
+        frames = np.asarray(image.convert("RGB"))
+    except Image.DecompressionBombError as exc:
+        raise ValueError(f"image too large ({exc})") from None
+    except (UnidentifiedImageError, OSError):
+        raise ValueError("the body must be a .npy uint8 array (n, H, W, 3) or one PNG/JPEG image") from None
     return frame_batch(frames)  # checked here too: the frame limit counts them before the session runs
+
+
+def _read_npy(body: bytes) -> np.ndarray:
+    stream = io.BytesIO(body)
+    try:
+        version = np.lib.format.read_magic(stream)
+        headers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+        if version not in headers:
+            raise ValueError(f"version {version} (1.0 or 2.0, as numpy writes)")
+        shape, _, dtype = headers[version](stream)
+    except ValueError as exc:
+        raise ValueError(f"unreadable .npy array ({exc})") from None
+    if dtype != np.uint8 or len(shape) not in (3, 4) or shape[-1] != 3 or 0 in shape:
+        raise ValueError(f"frames must be uint8 (n, H, W, 3), got {dtype} {shape}")
+    check_frame_size(*shape[-3:-1])
+    if math.prod(shape) != len(body) - stream.tell():  # a header may claim any shape: numpy would allocate it
+        raise ValueError(f"the .npy header says {shape} but the body holds {len(body) - stream.tell()} bytes of data")
+    return np.load(io.BytesIO(body), allow_pickle=False)
 
 
 async def _read_body(request: Request, max_bytes: int, max_mb: float) -> bytes:
@@ -214,7 +233,7 @@ def health(request: Request) -> dict:
     predictor = state.model.predictor
     return {
         "status": "ok",
-        "model": state.model_uri,
+        "model": state.model_uri if state.model_uri.startswith("models:/") else None,  # never a server path
         "classes": predictor.class_names,
         "streaming": predictor.streaming,
         "members": len(predictor.members),
@@ -237,7 +256,10 @@ async def predict(request: Request, video: UploadFile, per_frame: bool = False, 
 
 
 @router.post("/streams", status_code=201)
-def open_stream(request: Request, fps: float | None = Query(None, gt=0, description="the source's frame rate")) -> dict:
+def open_stream(
+    request: Request,
+    fps: float | None = Query(None, gt=0, le=1000, allow_inf_nan=False, description="the source's frame rate"),
+) -> dict:
     """
     \f
     A new live-stream session; the client pushes frames to it by id.
@@ -254,7 +276,8 @@ async def push_frames(key: str, request: Request, top_k: int = Query(5, ge=1)) -
     """
     state = request.app.state
     live = state.store.get(key)
-    frames = _decode_frames(await _read_body(request, state.limits.max_bytes, state.limits.max_upload_mb))
+    body = await _read_body(request, state.limits.max_bytes, state.limits.max_upload_mb)
+    frames = await run_in_threadpool(_decode_frames, body)  # off the event loop: /health stays responsive
     if len(frames) > state.limits.max_frames:
         raise HTTPException(413, f"{len(frames)} frames in one request; the limit is {state.limits.max_frames}")
     return await run_in_threadpool(live.push, key, frames, state.model, top_k)

@@ -135,13 +135,31 @@ class VideoFrames:
             yield int(chunk[0]), self.clip(chunk)
 
 
+MIN_SIDE = 16  # pixels: a thinner frame would be upscaled many times over to reach the crop
+MAX_ASPECT = 8.0  # long side over short side
+MAX_PIXELS = 4096 * 4096  # per frame
+
+
+def check_frame_size(height: int, width: int) -> None:
+    """A pushed frame's size within the documented bounds, checked before any pixel is decoded or
+    resized: the cost of a frame follows from its size, whatever its bytes claim."""
+    short, long = min(height, width), max(height, width)
+    if short < MIN_SIDE or long > MAX_ASPECT * short or height * width > MAX_PIXELS:
+        raise ValueError(
+            f"a {width}x{height} frame is outside the limits: short side >= {MIN_SIDE} px, aspect ratio <= "
+            f"{MAX_ASPECT:g}, at most {MAX_PIXELS} pixels"
+        )
+
+
 def frame_batch(frames) -> np.ndarray:
-    """Frames pushed to a stream: one ``(H, W, 3)`` or several ``(n, H, W, 3)``, uint8, with pixels."""
+    """Frames pushed to a stream: one ``(H, W, 3)`` or several ``(n, H, W, 3)``, uint8, of a size
+    within ``check_frame_size``'s bounds."""
     frames = np.asarray(frames)
     if frames.ndim == 3:
         frames = frames[None]
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or 0 in frames.shape:
         raise ValueError(f"frames must be uint8 (n, H, W, 3), got {frames.dtype} {frames.shape}")
+    check_frame_size(*frames.shape[1:3])
     return frames
 
 
