@@ -8,11 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from movinet.console import USER_ERRORS, report
-
-
-class UsageError(ValueError):
-    """The command was asked for something that cannot be (exit 2, like argparse's own errors)."""
+from movinet.console import UsageError, report, run
 
 
 def _weights_download(args: argparse.Namespace) -> int:
@@ -373,17 +369,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one subcommand. Its user errors end here, in one place: ``error: ...`` and the exit code the
-    subcommand declares (``failure_code``: 1 unless set), or 2 for a ``UsageError``."""
+    """Run one subcommand; its user errors end in ``movinet.console.run``: ``error: ...`` and the exit
+    code the subcommand declares (``failure_code``: 1 unless set), or 2 for a ``UsageError``."""
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except UsageError as exc:
-        report(exc)
-        return 2
-    except USER_ERRORS as exc:
-        report(exc)
-        return getattr(args, "failure_code", 1)
+    return run(lambda: args.func(args), getattr(args, "failure_code", 1))
 
 
 if __name__ == "__main__":

@@ -10,15 +10,22 @@ from collections.abc import Callable
 USER_ERRORS = (ValueError, OSError)  # LabelError, ExtractionError, config errors are ValueErrors
 
 
+class UsageError(ValueError):
+    """The command was asked for something that cannot be: exit 2, like argparse's own errors."""
+
+    exit_code = 2
+
+
 def report(exc: BaseException) -> None:
     print(f"error: {exc}", file=sys.stderr)
 
 
 def run(main: Callable[[], int | None], code: int = 1) -> int:
-    """``main()``'s exit code (None: 0); a user error is reported and exits with ``code``."""
+    """``main()``'s exit code (None: 0); a user error is reported and exits with ``code`` (or the
+    error's own ``exit_code``)."""
     try:
         result = main()
     except USER_ERRORS as exc:
         report(exc)
-        return code
+        return getattr(exc, "exit_code", code)
     return 0 if result is None else int(result)
