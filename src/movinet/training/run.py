@@ -40,6 +40,11 @@ class _Run:
     run_id: str | None = None
     resume_from: Path | None = None
 
+    def write_record(self, finished: bool, **extra) -> None:
+        """``run.json``: this run's MLflow id and config fingerprint (what resume compares)."""
+        record = {"mlflow_run_id": self.run_id, "fingerprint": fingerprint(self.plain), "finished": finished}
+        write_run_record(self.out, {**record, **extra})
+
 
 def _resume_state(run: _Run) -> None:
     """An interrupted run of the same config continues (MLflow run id, last.ckpt); else a clean folder."""
@@ -136,7 +141,7 @@ def run_training(
         model.variant.value,
         data.classes,
         model.dropout,
-        config_dict(cfg)["optim"],
+        run.plain["optim"],
         cfg.train.steps,
         cfg.train.label_smoothing,
         cfg.train.freeze_backbone,
@@ -145,7 +150,7 @@ def run_training(
     init_note = initialise(module.model, data.classes, cfg, run.uri) if run.resume_from is None else "resumed"
     logger = _start_tracking(run, data, init_note, overrides)
     write_text_atomic(out / "config.yaml", yaml.safe_dump(run.plain, sort_keys=False))
-    write_run_record(out, {"mlflow_run_id": run.run_id, "fingerprint": fingerprint(run.plain), "finished": False})
+    run.write_record(finished=False)
 
     checkpoint = ModelCheckpoint(
         dirpath=out / "checkpoints",
@@ -171,16 +176,7 @@ def _finish(run: _Run, checkpoint, classes: list[str]) -> dict:
     model_file = save_checkpoint(best.model, run.out / "model.pt", class_names=classes, extra={"config": run.plain})
     score = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else float("nan")
     _log_model(run, model_file, len(classes), score)
-    monitor = run.cfg.train.monitor
-    write_run_record(
-        run.out,
-        {
-            "mlflow_run_id": run.run_id,
-            "fingerprint": fingerprint(run.plain),
-            "finished": True,
-            f"best_{monitor}": score,
-        },
-    )
+    run.write_record(finished=True, **{f"best_{run.cfg.train.monitor}": score})
     return {"score": score, "run_id": run.run_id, "model": model_file}
 
 
