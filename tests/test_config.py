@@ -61,6 +61,8 @@ def test_check_names_the_keys_that_drifted(tmp_path):
         ("data.clips.discard_threshold=1.5", "data.clips.discard_threshold: must be in [0, 1], got 1.5"),
         ("trainer.acumulate_grad_batches=4", "trainer.acumulate_grad_batches"),
         ("ensemble.offsets=[0,0]", "ensemble.offsets: must be distinct"),
+        ("data.loader.num_workers=some", "data.loader: batch_size >= 1, num_workers >= 0 or auto"),
+        ("data.loader.num_workers=-1", "data.loader: batch_size >= 1, num_workers >= 0 or auto"),
     ],
 )
 def test_a_bad_override_fails_at_compose_time_with_the_key(override, message):

@@ -1,14 +1,15 @@
 """Clip index: majority labels, the discard threshold, offsets; datasets and the ingest stage."""
 
 import csv
+import os
 
 import pytest
 import torch
 
 from conftest import frame_numbers, gray_frames, write_video
 from movinet.data.clips import ClipParams, candidate_starts, evenly_spaced_starts, index_clips, label_clip
-from movinet.data.datamodule import ClipDataModule
-from movinet.data.dataset import Augment, ClipDataset, build_clips, center_crop
+from movinet.data.datamodule import ClipDataModule, auto_workers
+from movinet.data.dataset import Augment, ClipDataset, build_clips, center_crop, to_unit_float
 from movinet.data.extract import extract_videos
 from movinet.data.ingest import ingest_labels, read_splits
 
@@ -108,6 +109,40 @@ def test_datasets_from_the_cache(pipeline_dirs):
     a, _ = module.datasets["val"][0]
     b, _ = module.datasets["val"][0]
     assert torch.equal(a, b)  # evaluation is deterministic
+
+
+def test_uint8_batches_carry_the_same_clips_at_a_quarter_of_the_bytes(pipeline_dirs):
+    """On a GPU batches travel as uint8 and are scaled back on the device: the same clip to 0.5/255."""
+    root, _ = pipeline_dirs
+    params = ClipParams(num_frames=4, frame_stride=2, discard_threshold=0.5)
+    module = ClipDataModule(root / "frames", root / "labels", params, Augment(crop_size=20), uint8_batches=True)
+    module.setup()
+    packed, labels = next(iter(module.val_dataloader()))
+    module.uint8_batches = False
+    floats, same_labels = next(iter(module.val_dataloader()))
+    assert packed.dtype == torch.uint8 and floats.dtype == torch.float32 and torch.equal(labels, same_labels)
+    assert packed.element_size() * 4 == floats.element_size()
+    unpacked = to_unit_float(packed)
+    assert unpacked.dtype == torch.float32
+    assert (unpacked - floats).abs().max() <= 0.5 / 255 + 1e-7
+    assert torch.equal(packed, (floats * 255).round().to(torch.uint8))
+    assert to_unit_float(floats) is floats  # float batches (the CPU default) pass through
+
+
+def test_loader_defaults_follow_the_device(pipeline_dirs, monkeypatch):
+    root, _ = pipeline_dirs
+    params = ClipParams(num_frames=4)
+    module = ClipDataModule(root / "frames", root / "labels", params, Augment(crop_size=20), num_workers="auto")
+    module.setup()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    loader = module.val_dataloader()
+    assert not loader.pin_memory and not module.datasets["val"].as_uint8
+    assert loader.num_workers == auto_workers() == max(0, min(len(os.sched_getaffinity(0)) - 1, 16))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    loader = module.val_dataloader()
+    assert loader.pin_memory and module.datasets["val"].as_uint8
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(16)))
+    assert auto_workers() == 15 and auto_workers(processes_per_machine=4) == 3 and auto_workers(32) == 0
 
 
 def test_flip_only_where_the_class_allows_it(pipeline_dirs):

@@ -18,6 +18,7 @@ def _stream(model, clip, chunk):
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_stream_equals_whole_clip(arch):
+    torch.manual_seed(0)  # the weights randomize() leaves alone come from the global generator
     model = randomize(build(arch, "stream", 10), seed=1)
     clip = torch.rand(2, 3, T, H, W, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
@@ -95,3 +96,26 @@ def test_traced_stream_equals_model():
     assert (logits - ref).abs().max().item() <= 1e-5 * ref.abs().max().item()
     with pytest.raises(ValueError, match="traced for inputs"):
         traced(torch.rand(1, 3, 1, 64, 64), state)
+
+
+def test_stream_counters_and_sums_stay_float32_in_any_precision():
+    """In bf16 a frame counter stops at 256 and running sums stop growing: state accumulators are float32,
+    the temporal buffers take the model's dtype, and the logits come out in it."""
+    model = build("a0", "stream").eval()
+    state = model.init_state(1, 32, dtype=torch.bfloat16)
+    assert state["frame_count"].dtype == state["head.sum"].dtype == torch.float32
+    assert all(v.dtype == torch.float32 for k, v in state.items() if k.endswith("se_sum"))
+    assert all(v.dtype == torch.bfloat16 for k, v in state.items() if k.endswith("buffer"))
+    # float64 runs the mixed-dtype path on the CPU (bf16 3-D pooling is CUDA-only): the same answer
+    torch.manual_seed(0)
+    clip = torch.rand(1, 3, 6, 32, 32)
+    with torch.inference_mode():
+        ref = model(clip)
+        double = build("a0", "stream").eval()
+        double.load_state_dict(model.state_dict())
+        double = double.double()
+        state = double.init_state(1, 32, dtype=torch.float64)
+        for t in range(6):
+            out, state = double(clip[:, :, t : t + 1].double(), state)
+    assert out.dtype == torch.float64 and state["frame_count"].item() == 6.0
+    torch.testing.assert_close(out.float(), ref, rtol=1e-5, atol=1e-6)

@@ -142,11 +142,16 @@ class TransformConfig:
 
 @dataclass
 class LoaderConfig:
-    batch_size: int = 8
-    num_workers: int = 2
+    batch_size: int = 8  # per device (process): the global batch is batch_size x devices x num_nodes
+    num_workers: Any = 2  # DataLoader worker processes, or auto (the CPUs per training process, less one)
+    pin_memory: Optional[bool] = None  # null: pinned when training on CUDA (asynchronous copies)
+    uint8_batches: Optional[bool] = None  # null: on CUDA (a quarter of the bytes; the GPU scales them)
 
     def __post_init__(self) -> None:
-        _check(self.batch_size >= 1 and self.num_workers >= 0, "data.loader", "batch_size >= 1, num_workers >= 0")
+        workers_ok = self.num_workers == "auto" or (
+            isinstance(self.num_workers, int) and not isinstance(self.num_workers, bool) and self.num_workers >= 0
+        )
+        _check(self.batch_size >= 1 and workers_ok, "data.loader", "batch_size >= 1, num_workers >= 0 or auto")
 
 
 @dataclass

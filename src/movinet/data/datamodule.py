@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader, RandomSampler
 
 from movinet.config import Config, resolve_path
 from movinet.data.clips import ClipParams
 from movinet.data.dataset import Augment, ClipDataset, build_clips
+
+MAX_AUTO_WORKERS = 16
+
+
+def auto_workers(processes_per_machine: int = 1) -> int:
+    """``num_workers: auto``: the CPUs this process may use, shared by the training processes of the
+    machine, less one each for the training loop itself; at most ``MAX_AUTO_WORKERS``."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(0, min(cpus // max(1, processes_per_machine) - 1, MAX_AUTO_WORKERS))
 
 
 class ClipDataModule(L.LightningDataModule):
@@ -20,10 +31,12 @@ class ClipDataModule(L.LightningDataModule):
         params: ClipParams,
         augment: Augment,
         batch_size: int = 8,
-        num_workers: int = 0,
+        num_workers: int | str = 0,
         train_sampling: str = "hop",
         train_hop: int | None = None,
         eval_clips_per_video: int = 4,
+        pin_memory: bool | None = None,
+        uint8_batches: bool | None = None,
     ) -> None:
         super().__init__()
         if train_sampling not in ("hop", "random"):
@@ -35,6 +48,7 @@ class ClipDataModule(L.LightningDataModule):
         # Hop between training windows: default half a clip span.
         self.train_hop = train_hop or max(1, params.span // 2)
         self.eval_clips_per_video = eval_clips_per_video
+        self.pin_memory, self.uint8_batches = pin_memory, uint8_batches
         self.datasets: dict[str, ClipDataset] = {}
         self.classes: list[str] = []
 
@@ -57,6 +71,8 @@ class ClipDataModule(L.LightningDataModule):
             train_sampling=data.clips.train_sampling.value,
             train_hop=data.clips.train_hop,
             eval_clips_per_video=data.clips.eval_clips_per_video,
+            pin_memory=data.loader.pin_memory,
+            uint8_batches=data.loader.uint8_batches,
         )
 
     def setup(self, stage: str | None = None) -> None:
@@ -71,20 +87,44 @@ class ClipDataModule(L.LightningDataModule):
                 self.frames_dir, clips, self.classes, self.params, self.augment, train=split == "train"
             )
 
+    def _workers(self) -> int:
+        if self.num_workers != "auto":
+            return int(self.num_workers)
+        trainer = getattr(self, "trainer", None)
+        return auto_workers(trainer.num_devices if trainer is not None else 1)
+
+    def _on_cuda(self) -> bool:
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            return trainer.strategy.root_device.type == "cuda"
+        return torch.cuda.is_available()
+
+    def _pin(self) -> bool:
+        """Pinned host memory (so copies to the GPU run asynchronously) when training on CUDA."""
+        return self.pin_memory if self.pin_memory is not None else self._on_cuda()
+
+    def _uint8(self) -> bool:
+        """uint8 batches on CUDA: float32 clips cap a DataLoader at a few hundred clips/s of
+        inter-process copies (docs/benchmarks.md), far below what one GPU trains."""
+        return self.uint8_batches if self.uint8_batches is not None else self._on_cuda()
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         dataset = self.datasets[split]
+        dataset.as_uint8 = self._uint8()
         sampler = None
         if split == "train" and self.train_sampling == "random":
             # Random start: draw from every valid window, as many per epoch as the hop would give.
             per_epoch = max(1, len(dataset) // self.train_hop)
             sampler, shuffle = RandomSampler(dataset, num_samples=per_epoch), False
+        workers = self._workers()
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
             shuffle=shuffle,
             sampler=sampler,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=self._pin(),
             drop_last=split == "train" and len(dataset) > self.batch_size,
         )
 

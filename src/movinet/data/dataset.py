@@ -1,7 +1,10 @@
 """Map-style clip datasets over the frame cache, with video augmentations written in torch.
 
 A sample is ``(clip, label)``: ``clip`` is float ``(C, T, H, W)`` in [0, 1], ``label`` the class
-index. Frames come from the memory-mapped cache arrays, so reading a clip is an index, not a decode.
+index. For a GPU the clip is sent as uint8 (``as_uint8``: the same values x 255, rounded), a quarter of
+the bytes through the DataLoader's worker pipes and the host-to-device copy; the model's side turns
+it back into [0, 1] floats (``to_unit_float``). Frames come from the memory-mapped cache arrays, so
+reading a clip is an index, not a decode.
 Training: random resized crop (one box for the whole clip) and, only where the class allows it,
 horizontal flip (``no_flip`` lists the classes a mirror image would change, e.g. left/right
 motion). Evaluation: deterministic resize of the short side and center crop.
@@ -31,6 +34,11 @@ class Augment:
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
     hflip: bool = False
     no_flip: tuple[str, ...] = ()  # classes a mirror image would turn into another (move_left...)
+
+
+def to_unit_float(clip: torch.Tensor) -> torch.Tensor:
+    """A batch as the model takes it: uint8 batches (``ClipDataset.as_uint8``) scaled to [0, 1]."""
+    return clip.float().div_(255.0) if clip.dtype == torch.uint8 else clip
 
 
 def random_resized_crop(clip: torch.Tensor, size: int, scale, ratio, rng: random.Random) -> torch.Tensor:
@@ -90,6 +98,7 @@ class ClipDataset(Dataset):
         self.augment = augment
         self.train = train
         self._arrays: dict[str, np.ndarray] = {}
+        self.as_uint8 = False  # set by the DataModule when batches go to a GPU
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -117,6 +126,8 @@ class ClipDataset(Dataset):
                 x = x.flip(-1)
         else:
             x = center_crop(x, self.augment.crop_size)
+        if self.as_uint8:
+            x = x.mul_(255.0).round_().clamp_(0, 255).to(torch.uint8)
         return x.contiguous(), self.class_index[clip.label]
 
 

@@ -66,16 +66,17 @@ class TracedStream:
         self.image_size = (size, size) if isinstance(size, int) else tuple(size)
         self.input_shape = (batch_size, 3, frames_per_step, *self.image_size)
         self._fast = optimize_for_inference(model)
+        self.device = next(model.parameters()).device
         state = self.init_state()
         self.names = list(state)
-        example = torch.zeros(self.input_shape).contiguous(memory_format=torch.channels_last_3d)
+        example = torch.zeros(self.input_shape, device=self.device).contiguous(memory_format=torch.channels_last_3d)
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # shape checks become constants: shapes are fixed here
             traced = torch.jit.trace(StreamStep(self._fast, self.names).eval(), (example, *state.values()))
             self._graph = torch.jit.freeze(traced)
 
     def init_state(self) -> State:
-        return self._fast.init_state(self.input_shape[0], self.image_size)
+        return self._fast.init_state(self.input_shape[0], self.image_size, self.device)
 
     def __call__(self, frames: Tensor, state: State) -> tuple[Tensor, State]:
         if tuple(frames.shape) != self.input_shape:

@@ -178,13 +178,14 @@ class SqueezeExcite(nn.Module):
         else:
             assert se_sum is not None and frame_count is not None
             frame_mean = x.mean(dim=(3, 4)).transpose(1, 2)  # (B, T, E)
-            running = frame_mean.cumsum(dim=1) + se_sum
-            positions = frame_count + torch.arange(
-                x.shape[2], device=x.device, dtype=x.dtype
-            )  # absolute index of each frame
-            pooled = torch.cat([running / (positions + 1).reshape(1, -1, 1), frame_mean], dim=2)
+            # Sums and positions stay float32 (the state's accumulators) whatever the activations' dtype:
+            # in bf16 a running sum would stop growing after a few hundred frames.
+            running = frame_mean.float().cumsum(dim=1) + se_sum
+            positions = frame_count + torch.arange(x.shape[2], device=x.device, dtype=frame_count.dtype)
+            pooled = torch.cat([running / (positions + 1).reshape(1, -1, 1), frame_mean.float()], dim=2)
             if self.pos_scale is not None:
                 pooled = pooled + self.pos_scale * positional_encoding(positions, pooled.shape[2])
+            pooled = pooled.to(x.dtype)
             new_sum = running[:, -1:]
         scale = self.gate(self.expand(self.act(self.reduce(pooled))))  # (B, T or 1, E)
         return x * scale.transpose(1, 2)[..., None, None], new_sum
@@ -284,7 +285,8 @@ class MoViNetBlock(nn.Module):
         self, batch: int, height: int, width: int, device: torch.device | None, dtype: torch.dtype
     ) -> dict[str, Tensor]:
         """Zero state for an input of ``height × width`` at this block (before its stride)."""
-        state = {"se_sum": torch.zeros(batch, 1, self.se.expand.out_features, device=device, dtype=dtype)}
+        # The running SE sum is an accumulator: float32 in every precision (see SqueezeExcite.forward).
+        state = {"se_sum": torch.zeros(batch, 1, self.se.expand.out_features, device=device, dtype=torch.float32)}
         if self.temporal is not None:
             h, w = same_output_size(height, self.feature.stride), same_output_size(width, self.feature.stride)
             channels = self.temporal.conv.in_channels

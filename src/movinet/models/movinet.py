@@ -92,12 +92,14 @@ class MoViNet(nn.Module):
         size = image_size if image_size is not None else self.spec.resolution
         h, w = (size, size) if isinstance(size, int) else size
         h, w = same_output_size(h, 2), same_output_size(w, 2)  # after the stem
-        state: State = {"frame_count": torch.zeros(1, device=device, dtype=dtype)}
+        # Counters and running sums are float32 in every precision (exact up to 2^24 frames); the
+        # temporal buffers take ``dtype``.
+        state: State = {"frame_count": torch.zeros(1, device=device, dtype=torch.float32)}
         for name, block in self.blocks.items():
             for key, value in block.init_state(batch_size, h, w, device, dtype).items():
                 state[f"{name}.{key}"] = value
             h, w = same_output_size(h, block.feature.stride), same_output_size(w, block.feature.stride)
-        state["head.sum"] = torch.zeros(batch_size, self.spec.head, device=device, dtype=dtype)
+        state["head.sum"] = torch.zeros(batch_size, self.spec.head, device=device, dtype=torch.float32)
         if self.channels_last:
             state = {
                 k: v.contiguous(memory_format=torch.channels_last_3d) if v.dim() == 5 else v for k, v in state.items()
@@ -140,9 +142,9 @@ class MoViNet(nn.Module):
             # The head pool is a running mean over every frame seen so far: after the last frame
             # it is the mean over the whole video, the same as the non-streaming pool.
             assert frame_count is not None
-            total = state["head.sum"] + x.mean(dim=(3, 4)).sum(dim=2)
+            total = state["head.sum"] + x.float().mean(dim=(3, 4)).sum(dim=2)
             new_frames = frame_count + x.shape[2]
-            pooled = total / new_frames
+            pooled = (total / new_frames).to(x.dtype)
             new_state["head.sum"] = total
             new_state["frame_count"] = new_frames
         return self.classifier(pooled), new_state

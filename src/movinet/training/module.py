@@ -11,6 +11,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from movinet.data.dataset import to_unit_float
 from movinet.models import MoViNet, build
 from movinet.training.metrics import classification_metrics
 from movinet.training.optim import build_optimizer, optim_config, trainable_parameters, warmup_cosine
@@ -42,6 +43,10 @@ class VideoClassifier(L.LightningModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
+
+    def on_after_batch_transfer(self, batch, _idx):
+        x, y = batch
+        return to_unit_float(x), y
 
     def training_step(self, batch, _idx):
         x, y = batch
