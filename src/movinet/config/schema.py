@@ -237,7 +237,10 @@ class TrainerConfig:
     def trainer_kwargs(self) -> dict:
         from dataclasses import asdict
 
-        return {k: v for k, v in asdict(self).items() if k != "threads"}
+        kwargs = {k: v for k, v in asdict(self).items() if k != "threads"}
+        if self.accelerator == "cpu":  # torch's SyncBatchNorm runs on GPUs only: on CPU processes BN stays local
+            kwargs["sync_batchnorm"] = False
+        return kwargs
 
 
 @dataclass

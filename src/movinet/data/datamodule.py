@@ -7,11 +7,11 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from movinet.config import Config, resolve_path
 from movinet.data.clips import ClipParams
-from movinet.data.dataset import Augment, ClipDataset, build_clips
+from movinet.data.dataset import Augment, ClipDataset, build_clips, to_unit_float
 
 MAX_AUTO_WORKERS = 16
 
@@ -21,6 +21,19 @@ def auto_workers(processes_per_machine: int = 1) -> int:
     machine, less one each for the training loop itself; at most ``MAX_AUTO_WORKERS``."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(0, min(cpus // max(1, processes_per_machine) - 1, MAX_AUTO_WORKERS))
+
+
+class ShardedEvalSampler(DistributedSampler):
+    """Validation under DDP: rank r takes clips r, r + world, r + 2 world, ... and nothing more.
+    ``DistributedSampler`` pads the last shard with repeats, which would count some clips twice."""
+
+    def __init__(self, dataset, num_replicas: int, rank: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
+        self.num_samples = len(range(rank, len(dataset), num_replicas))
+        self.total_size = len(dataset)
+
+    def __iter__(self):
+        return iter(range(self.rank, len(self.dataset), self.num_replicas))
 
 
 class ClipDataModule(L.LightningDataModule):
@@ -116,6 +129,9 @@ class ClipDataModule(L.LightningDataModule):
             # Random start: draw from every valid window, as many per epoch as the hop would give.
             per_epoch = max(1, len(dataset) // self.train_hop)
             sampler, shuffle = RandomSampler(dataset, num_samples=per_epoch), False
+        trainer = getattr(self, "trainer", None)
+        if split != "train" and trainer is not None and trainer.world_size > 1:
+            sampler = ShardedEvalSampler(dataset, trainer.world_size, trainer.global_rank)
         workers = self._workers()
         return DataLoader(
             dataset,
@@ -127,6 +143,11 @@ class ClipDataModule(L.LightningDataModule):
             pin_memory=self._pin(),
             drop_last=split == "train" and len(dataset) > self.batch_size,
         )
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """uint8 batches (on CUDA) become [0, 1] floats on the device."""
+        x, y = batch
+        return to_unit_float(x), y
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

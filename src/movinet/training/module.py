@@ -10,8 +10,8 @@ from __future__ import annotations
 import lightning as L
 import torch
 import torch.nn.functional as F
+from torchmetrics import SumMetric
 
-from movinet.data.dataset import to_unit_float
 from movinet.models import MoViNet, build
 from movinet.training.metrics import classification_metrics
 from movinet.training.optim import build_optimizer, optim_config, trainable_parameters, warmup_cosine
@@ -40,13 +40,11 @@ class VideoClassifier(L.LightningModule):
         self.model.set_bn_momentum(bn_momentum)
         self.train_metrics = classification_metrics(n).clone(prefix="train_")
         self.val_metrics = classification_metrics(n).clone(prefix="val_")
+        # Clips validated, summed over ranks: under DDP each val clip must count exactly once.
+        self.val_clips = SumMetric()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
-
-    def on_after_batch_transfer(self, batch, _idx):
-        x, y = batch
-        return to_unit_float(x), y
 
     def training_step(self, batch, _idx):
         x, y = batch
@@ -60,13 +58,17 @@ class VideoClassifier(L.LightningModule):
     def validation_step(self, batch, _idx):
         x, y = batch
         logits = self.model(x)
-        self.log("val_loss", F.cross_entropy(logits, y), on_epoch=True, batch_size=len(y))
+        self.log("val_loss", F.cross_entropy(logits, y), on_epoch=True, batch_size=len(y), sync_dist=True)
         self.val_metrics.update(logits, y)
+        self.val_clips.update(torch.tensor(float(len(y)), device=y.device))
 
     def on_validation_epoch_end(self) -> None:
+        # compute() gathers every rank's state, so each rank holds the global value (sync_dist: no-op mean)
         for name, value in self.val_metrics.compute().items():
-            self.log(name, value, prog_bar=name == "val_acc")
+            self.log(name, value, prog_bar=name == "val_acc", sync_dist=True)
+        self.log("val_clips", self.val_clips.compute(), sync_dist=True)
         self.val_metrics.reset()
+        self.val_clips.reset()
 
     def configure_optimizers(self):
         optim = optim_config(dict(self.hparams.optim or {"name": "adamw"}))

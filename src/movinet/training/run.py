@@ -4,6 +4,11 @@ Writes ``<out>/model.pt`` (the best checkpoint as our format, with class names a
 ``<out>/checkpoints/{best,last}.ckpt``, ``<out>/config.yaml`` (the exact config) and ``run.json``
 (MLflow run id, config fingerprint, best score). An interrupted run with the same config resumes
 from ``last.ckpt`` into the same MLflow run.
+
+Under DDP every process runs this function (Lightning's ``ddp`` re-executes the script; SLURM's
+``srun`` starts one per device). Rank 0 alone owns the run: it creates the MLflow run, logs, and
+writes every file; the other ranks only train, and decide a resume by the same rule from the same
+files, so all ranks start from the same ``last.ckpt``.
 """
 
 from __future__ import annotations
@@ -28,6 +33,13 @@ from movinet.training.initialise import initialise
 from movinet.training.module import VideoClassifier
 
 
+def global_rank() -> int:
+    """This process's rank, from the launcher's environment (Lightning's ddp, SLURM, torchrun)."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    return int(getattr(rank_zero_only, "rank", 0) or 0)
+
+
 @dataclass
 class _Run:
     """What the steps of one run share: its config (typed and plain), folders and MLflow run."""
@@ -39,6 +51,7 @@ class _Run:
     uri: str
     run_id: str | None = None
     resume_from: Path | None = None
+    rank: int = 0
 
     def write_record(self, finished: bool, **extra) -> None:
         """``run.json``: this run's MLflow id and config fingerprint (what resume compares)."""
@@ -57,7 +70,7 @@ def _resume_state(run: _Run) -> None:
         and last.is_file()
     ):
         run.run_id, run.resume_from = record["mlflow_run_id"], last
-    elif run.out.exists():
+    elif run.out.exists() and run.rank == 0:
         shutil.rmtree(run.out)
 
 
@@ -82,6 +95,8 @@ def _start_tracking(run: _Run, data: ClipDataModule, init_note: str, overrides: 
     """The MLflow logger of this run; a new run gets its tags and the flattened config as params."""
     from lightning.pytorch.loggers import MLFlowLogger
 
+    if run.rank != 0:  # its logging calls are rank-zero-only: this logger never reaches the store
+        return MLFlowLogger(experiment_name=run.cfg.mlflow.experiment, tracking_uri=run.uri)
     ensure_experiment(run.cfg.mlflow.experiment, run.uri)
     logger = MLFlowLogger(
         experiment_name=run.cfg.mlflow.experiment, tracking_uri=run.uri, run_name=run.cfg.train.name, run_id=run.run_id
@@ -129,11 +144,12 @@ def run_training(
     """Train as configured; returns ``{"score": best monitored value, "run_id", "model"}``."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    run = _Run(cfg, config_dict(cfg), out, root, tracking_uri(cfg.mlflow.tracking_uri, root))
+    run = _Run(cfg, config_dict(cfg), out, root, tracking_uri(cfg.mlflow.tracking_uri, root), rank=global_rank())
     torch.set_num_threads(cfg.trainer.threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     _resume_state(run)
-    out.mkdir(parents=True, exist_ok=True)
+    if run.rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
     data = _datamodule(cfg, root)
     model = cfg.model
     module = VideoClassifier(
@@ -147,10 +163,14 @@ def run_training(
         cfg.train.freeze_backbone,
         model.bn_momentum,
     )
-    init_note = initialise(module.model, data.classes, cfg, run.uri) if run.resume_from is None else "resumed"
+    # Other ranks get rank 0's weights when DDP wraps the model (it broadcasts them).
+    init_note = "resumed" if run.resume_from is not None else "rank 0's"
+    if run.resume_from is None and run.rank == 0:
+        init_note = initialise(module.model, data.classes, cfg, run.uri)
     logger = _start_tracking(run, data, init_note, overrides)
-    write_text_atomic(out / "config.yaml", yaml.safe_dump(run.plain, sort_keys=False))
-    run.write_record(finished=False)
+    if run.rank == 0:
+        write_text_atomic(out / "config.yaml", yaml.safe_dump(run.plain, sort_keys=False))
+        run.write_record(finished=False)
 
     checkpoint = ModelCheckpoint(
         dirpath=out / "checkpoints",
@@ -165,8 +185,24 @@ def run_training(
         if cfg.train.monitor.startswith("train_")
         else None,
     )
-    _trainer(run, logger, checkpoint, callbacks or []).fit(module, datamodule=data, ckpt_path=run.resume_from)
+    trainer = _trainer(run, logger, checkpoint, callbacks or [])
+    trainer.fit(module, datamodule=data, ckpt_path=run.resume_from)
+    if not trainer.is_global_zero:
+        return {"score": None, "run_id": None, "model": None}
     return _finish(run, checkpoint, data.classes)
+
+
+def _best_score(checkpoint, best_path: str) -> float:
+    """The best monitored value. Under ``ddp_spawn`` the training ran in child processes and only
+    the best path came back to this one: the score is read from the checkpoint's callback state."""
+    if checkpoint.best_model_score is not None:
+        return float(checkpoint.best_model_score)
+    if Path(best_path).is_file():
+        states = torch.load(best_path, map_location="cpu", weights_only=False).get("callbacks", {})
+        for key, state in states.items():
+            if key.startswith("ModelCheckpoint") and state.get("best_model_score") is not None:
+                return float(state["best_model_score"])
+    return float("nan")
 
 
 def _finish(run: _Run, checkpoint, classes: list[str]) -> dict:
@@ -174,7 +210,7 @@ def _finish(run: _Run, checkpoint, classes: list[str]) -> dict:
     best_path = checkpoint.best_model_path or str(run.out / "checkpoints" / "last.ckpt")
     best = VideoClassifier.load_from_checkpoint(best_path, map_location="cpu")
     model_file = save_checkpoint(best.model, run.out / "model.pt", class_names=classes, extra={"config": run.plain})
-    score = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else float("nan")
+    score = _best_score(checkpoint, best_path)
     _log_model(run, model_file, len(classes), score)
     run.write_record(finished=True, **{f"best_{run.cfg.train.monitor}": score})
     return {"score": score, "run_id": run.run_id, "model": model_file}
