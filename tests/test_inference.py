@@ -2,6 +2,7 @@
 its last streamed frame equals the whole video as one clip."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import randomize, write_video
+from conftest import randomize, tiny_config, write_video
 from movinet.data.clips import ClipParams, evenly_spaced_starts
 from movinet.data.dataset import center_crop
 from movinet.data.extract import extract_videos, load_index
@@ -158,3 +159,26 @@ def test_streaming_memory_does_not_grow_with_video_length(tmp_path):
         assert out["rows"] == frames
         peaks[frames] = out["peak_kb"]
     assert abs(peaks[1000] - peaks[100]) <= 0.10 * peaks[100], peaks
+
+
+def test_device_option(tmp_path, monkeypatch):
+    """--device cpu|cuda|auto: a missing GPU is a clear error, never a silent CPU run; auto falls back."""
+    from movinet.models.device import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("cpu") == resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(ValueError, match="no CUDA GPU is visible to torch here; use --device cpu"):
+        resolve_device("cuda:1")
+    video = _video(tmp_path / "clip.mp4", 30, seed=2)
+    model = randomize(build("a0", "stream", 3), seed=4)
+    on_cpu = Predictor([model], CLASSES, PREP).predict(video, per_frame=True)
+    auto = Predictor([model], CLASSES, PREP, device="auto")
+    assert auto.device == torch.device("cpu") and next(auto.members[0].parameters()).device.type == "cpu"
+    again = auto.predict(video, per_frame=True)
+    np.testing.assert_array_equal(again.probabilities, on_cpu.probabilities)
+    assert [r["frame"] for r in again.timeline] == [r["frame"] for r in on_cpu.timeline]
+    save_checkpoint(model, tmp_path / "m.pt", class_names=CLASSES, extra={"config": tiny_config()})
+    cli = [sys.executable, "-m", "movinet.cli", "predict", str(video), "--model", str(tmp_path / "m.pt")]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run([*cli, "--device", "cuda"], capture_output=True, text=True, env=env)
+    assert done.returncode != 0 and "no CUDA GPU is visible" in done.stderr and "Traceback" not in done.stderr

@@ -87,3 +87,24 @@ def test_stochastic_depth_only_in_training():
         torch.manual_seed(1)
         b = model(x)
     assert not torch.equal(a, b)
+
+
+def test_channels_last_training_option_computes_the_same():
+    """train.channels_last: the same logits and gradients as the default layout, in the other layout."""
+    from movinet.training.module import VideoClassifier
+
+    torch.manual_seed(0)
+    plain = VideoClassifier("a0", "base", ["a", "b", "c"])
+    fast = VideoClassifier("a0", "base", ["a", "b", "c"], channels_last=True)
+    fast.load_state_dict(plain.state_dict())
+    weight = fast.model.stem.conv.weight
+    assert weight.is_contiguous(memory_format=torch.channels_last_3d) and not weight.is_contiguous()
+    x, y = torch.rand(2, 3, 4, 32, 32), torch.tensor([0, 2])
+    losses = []
+    for model in (plain, fast):
+        torch.manual_seed(1)  # the same dropout and stochastic-depth draws
+        losses.append(torch.nn.functional.cross_entropy(model.train()(x), y))
+        losses[-1].backward()
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-5, atol=1e-6)
+    grads = [m.model.stem.conv.weight.grad for m in (plain, fast)]
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-6)

@@ -21,6 +21,7 @@ def _weights_download(args: argparse.Namespace) -> int:
 def _export_onnx(args: argparse.Namespace) -> int:
     from movinet.inference.onnx_export import export_stream_onnx
     from movinet.models import build, kinetics600_classes, load_pretrained
+    from movinet.models.device import resolve_device
     from movinet.models.weights import CHECKPOINT_FORMAT, read_checkpoint
 
     arch, variant, num_classes, class_names = args.arch, args.variant, args.num_classes, None
@@ -37,6 +38,7 @@ def _export_onnx(args: argparse.Namespace) -> int:
     if args.weights:
         load_pretrained(model, args.weights)
     size = tuple(args.size) if len(args.size) == 2 else args.size[0]
+    model = model.to(resolve_device(args.device))
     print(
         export_stream_onnx(
             model, args.output, image_size=size, frames_per_step=args.frames_per_step, class_names=class_names
@@ -174,7 +176,7 @@ def _predict(args: argparse.Namespace) -> int:
     from movinet.inference.load import load_predictor
     from movinet.tracking.store import tracking_uri
 
-    predictor = load_predictor(args.model, tracking_uri())
+    predictor = load_predictor(args.model, tracking_uri(), args.device)
     videos = _video_args(args.videos)
     results = []
     for video in videos:
@@ -208,7 +210,7 @@ def _stream(args: argparse.Namespace) -> int:
     from movinet.inference.stream_source import av_frames, paced
     from movinet.tracking.store import tracking_uri
 
-    predictor = load_predictor(args.model, tracking_uri())
+    predictor = load_predictor(args.model, tracking_uri(), args.device)
     fps, frames = av_frames(args.source)
     if args.realtime and args.source != "-":
         frames = paced(frames, fps)
@@ -241,8 +243,16 @@ def _serve(args: argparse.Namespace) -> int:
         session_ttl_s=args.session_ttl,
         max_sessions=args.max_sessions,
     )
-    serve(args.model, args.host, args.port, limits, tracking_uri())
+    serve(args.model, args.host, args.port, limits, tracking_uri(), args.device)
     return 0
+
+
+def _device_option(command: argparse.ArgumentParser) -> None:
+    from movinet.models.device import DEVICE_CHOICES
+
+    command.add_argument(
+        "--device", default="cpu", help=f"{' | '.join(DEVICE_CHOICES)} | cuda:N (auto: a GPU when one is visible)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -328,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--plot", metavar="PNG", help="plot the timeline")
     predict.add_argument("--json", action="store_true", help="one JSON line per video")
+    _device_option(predict)
     predict.set_defaults(func=_predict, failure_code=2)
 
     stream = commands.add_parser("stream", help="classify a live source frame by frame (file or - for a pipe)")
@@ -340,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="read a file as fast as possible instead of at its frame rate",
     )
     stream.add_argument("--every", type=float, default=1.0, help="also print every this many seconds")
+    _device_option(stream)
     stream.set_defaults(func=_stream)
 
     serve = commands.add_parser("serve", help="HTTP API: POST /predict, streaming sessions under /streams")
@@ -350,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-frames", type=int, default=256, help="frames per request to a stream session")
     serve.add_argument("--session-ttl", type=float, default=300.0, help="idle seconds before a session expires")
     serve.add_argument("--max-sessions", type=int, default=64)
+    _device_option(serve)
     serve.set_defaults(func=_serve, failure_code=2)
 
     export = commands.add_parser("export", help="export a model for deployment")
@@ -363,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--size", type=int, nargs="+", default=[172], metavar="PX", help="input size: one value (square) or H W"
     )
     onnx.add_argument("--frames-per-step", type=int, default=1)
+    _device_option(onnx)
     onnx.add_argument("-o", "--output", required=True)
     onnx.set_defaults(func=_export_onnx)
     return parser

@@ -254,6 +254,7 @@ class TrainConfig:
     monitor_mode: Mode = Mode.max  # ... maximised or minimised
     resume: bool = True  # continue an interrupted run from last.ckpt (same MLflow run)
     init: Optional[str] = None  # continue from a trained model: models:/name@alias, runs:/<id>/model, a .pt
+    channels_last: bool = False  # channels-last-3d memory layout for training (+11 % A0 clips/s on an H100)
 
     def __post_init__(self) -> None:
         _check(self.steps >= 1 and self.eval_interval >= 1, "train", "steps and eval_interval must be >= 1")

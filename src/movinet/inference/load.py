@@ -13,9 +13,10 @@ from movinet.inference.predictor import Predictor
 from movinet.inference.video_input import Preprocessing
 
 
-def load_predictor(uri: str, tracking_uri: str | None = None) -> Predictor:
+def load_predictor(uri: str, tracking_uri: str | None = None, device: str = "cpu") -> Predictor:
     """``tracking_uri``: the store that resolves ``models:/`` and ``runs:/`` (MLflow's own default when
-    None); the caller picks it, so inference stays independent of the tracking package."""
+    None); the caller picks it, so inference stays independent of the tracking package. ``device``:
+    ``cpu``, ``cuda`` or ``auto`` (``movinet.models.device``)."""
     path = Path(uri)
     if path.suffix == ".pt" and path.is_file():
         from movinet.models.weights import read_checkpoint
@@ -24,7 +25,7 @@ def load_predictor(uri: str, tracking_uri: str | None = None) -> Predictor:
         config = payload.get("config")
         if not config:
             raise ValueError(f"{path} carries no training config to take the preprocessing from")
-        return Predictor.from_checkpoints([path], Preprocessing.from_config(config))
+        return Predictor.from_checkpoints([path], Preprocessing.from_config(config), device=device)
     import mlflow
 
     if tracking_uri:
@@ -36,4 +37,4 @@ def load_predictor(uri: str, tracking_uri: str | None = None) -> Predictor:
     python_model = model.unwrap_python_model()
     if not hasattr(python_model, "predictor"):
         raise ValueError(f"{uri} is not a movinet video model (register one with the register stage)")
-    return python_model.predictor
+    return python_model.predictor.to(device)

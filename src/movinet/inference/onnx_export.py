@@ -36,9 +36,10 @@ def export_stream_onnx(
     h, w = (size, size) if isinstance(size, int) else size
     step_model = optimize_for_inference(model)
     step_model.channels_last = False  # layouts mean nothing in ONNX; keep the graph plain
-    state = step_model.init_state(batch_size, (h, w))
+    device = next(model.parameters()).device  # example inputs where the model is (a CUDA model too)
+    state = step_model.init_state(batch_size, (h, w), device)
     names = list(state)
-    frames = torch.rand(batch_size, 3, frames_per_step, h, w)
+    frames = torch.rand(batch_size, 3, frames_per_step, h, w, device=device)
     path = Path(path)
     with atomic_path(path) as tmp:
         # The exporter warns about every torchvision op it cannot register: not ours, silence it.

@@ -26,6 +26,7 @@ from movinet.data.clips import ClipParams, evenly_spaced_starts
 from movinet.inference.ensemble import TemporalEnsemble
 from movinet.inference.video_input import Preprocessing, VideoFrames, frame_batch, prepare_frames
 from movinet.models import MoViNet, optimize_for_inference
+from movinet.models.device import resolve_device
 from movinet.models.fast import TracedStream
 from movinet.models.weights import load_checkpoint
 
@@ -61,28 +62,41 @@ class Predictor:
         prep: Preprocessing,
         offsets: list[int] = (0,),
         stride: int = 1,
+        device: str | torch.device = "cpu",
     ) -> None:
         if any(m.num_classes != len(class_names) for m in members):
             raise ValueError(
                 f"the model predicts {members[0].num_classes} classes, {len(class_names)} class names given"
             )
-        self.members = [m.eval() for m in members]
         self.class_names = list(class_names)
         self.prep = prep
         self.offsets, self.stride = list(offsets), stride
-        self.ensemble = TemporalEnsemble([optimize_for_inference(m) for m in members], self.offsets, stride)
         self.streaming = all(m.causal for m in members)
+        self.members = [m.eval() for m in members]
+        self.to(device)
+
+    def to(self, device: str | torch.device) -> Predictor:
+        """Run on ``device`` (``cpu``, ``cuda``, ``auto``): inputs go there, answers come back to the CPU."""
+        self.device = resolve_device(device)
+        self.members = [m.to(self.device) for m in self.members]
+        self.ensemble = TemporalEnsemble([optimize_for_inference(m) for m in self.members], self.offsets, self.stride)
         self._traced: list[TracedStream] | None = None
+        return self
 
     @classmethod
     def from_checkpoints(
-        cls, paths: list[str | Path], prep: Preprocessing, offsets: list[int] = (0,), stride: int = 1
+        cls,
+        paths: list[str | Path],
+        prep: Preprocessing,
+        offsets: list[int] = (0,),
+        stride: int = 1,
+        device: str = "cpu",
     ) -> Predictor:
         loaded = [load_checkpoint(p) for p in paths]
         names = {tuple(payload.get("class_names") or ()) for _, payload in loaded}
         if len(names) != 1 or not next(iter(names)):
             raise ValueError("the checkpoints must carry the same class names")
-        return cls([m for m, _ in loaded], list(next(iter(names))), prep, offsets, stride)
+        return cls([m for m, _ in loaded], list(next(iter(names))), prep, offsets, stride, device)
 
     @property
     def clip_params(self) -> ClipParams:
@@ -91,7 +105,7 @@ class Predictor:
     def clip_probabilities(self, clips: torch.Tensor) -> torch.Tensor:
         """``(B, 3, T, H, W)`` full-rate clips -> ``(B, classes)`` probabilities."""
         with torch.inference_mode():
-            return torch.softmax(self.ensemble(clips), dim=1)
+            return torch.softmax(self.ensemble(clips.to(self.device)), dim=1).float().cpu()
 
     def _clip_positions(self, start: int, length: int) -> np.ndarray:
         positions = start + self.prep.frame_stride * np.arange(self.prep.num_frames)
@@ -199,10 +213,10 @@ class StreamSession:
                 k = (position // p.prep.frame_stride) % p.stride
                 for m, (model, offset) in enumerate(zip(self._models, p.offsets)):
                     if offset == k:
-                        self._latest[m], self._states[m] = model(frame[None], self._states[m])
+                        self._latest[m], self._states[m] = model(frame[None].to(p.device), self._states[m])
                 if any(x is None for x in self._latest):
                     continue
-                probs = torch.softmax(torch.stack(self._latest).mean(0), dim=1)[0].numpy()
+                probs = torch.softmax(torch.stack(self._latest).mean(0), dim=1)[0].float().cpu().numpy()
             else:
                 self._buffer.append(frame)
                 span = p.clip_params.span

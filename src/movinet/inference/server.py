@@ -317,10 +317,11 @@ def serve(
     port: int = 8000,
     limits: ServerLimits = ServerLimits(),
     tracking_uri: str | None = None,
+    device: str = "cpu",
 ) -> None:
     import uvicorn
 
     from movinet.inference.load import load_predictor
 
-    app = create_app(load_predictor(model_uri, tracking_uri), limits, model_uri)
+    app = create_app(load_predictor(model_uri, tracking_uri, device), limits, model_uri)
     uvicorn.run(app, host=host, port=port, log_level="info")

@@ -21,6 +21,7 @@ from movinet.config import Config, to_config
 from movinet.data.datamodule import ClipDataModule
 from movinet.files import write_json_atomic, write_text_atomic
 from movinet.models import optimize_for_inference
+from movinet.models.device import resolve_device
 from movinet.models.weights import load_checkpoint
 from movinet.tracking.client import TrackingClient
 from movinet.tracking.runs import log_evaluation, read_run_record
@@ -32,6 +33,7 @@ from movinet.training.metrics import confusion_matrix, per_class_table, score
 def test_split(cfg: Config, root: Path, classes: list[str]) -> ClipDataModule:
     """The data of ``cfg`` (a run's own config), checked against the classes the model predicts."""
     data = ClipDataModule.from_config(cfg, root)
+    data.uint8_batches = False  # evaluation reads exact float clips, on any device
     data.setup()
     if data.classes != classes:
         raise ValueError(f"the model's classes {classes} differ from the data's {data.classes}")
@@ -53,9 +55,17 @@ class Predictions:
         return self.data.classes
 
 
+def evaluation_device(cfg: Config) -> torch.device:
+    """The evaluation runs where the config trains: a GPU when ``trainer.accelerator`` asks for one
+    (``gpu``, ``cuda`` or ``auto``) and one is visible, else the CPU."""
+    wants_gpu = cfg.trainer.accelerator in ("gpu", "cuda", "auto")
+    return resolve_device("auto" if wants_gpu else "cpu")
+
+
 def predict_split(model_dir: Path, cfg: Config, root: Path) -> Predictions:
     model, payload = load_checkpoint(model_dir / "model.pt")
-    fast = optimize_for_inference(model)
+    device = evaluation_device(cfg)
+    fast = optimize_for_inference(model.to(device))
     try:
         data = test_split(cfg, root, payload["class_names"])
     except ValueError as exc:
@@ -63,11 +73,11 @@ def predict_split(model_dir: Path, cfg: Config, root: Path) -> Predictions:
     logits, labels = [], []
     with torch.inference_mode():
         for x, y in data.test_dataloader():
-            logits.append(fast(x))
+            logits.append(fast(x.to(device)).float().cpu())
             labels.append(y)
     if not labels:
         raise ValueError("the test split has no clips")
-    return Predictions(fast, data, torch.cat(logits), torch.cat(labels))
+    return Predictions(fast.cpu(), data, torch.cat(logits), torch.cat(labels))
 
 
 def write_report(name: str, predictions: Predictions, metrics: dict, reports_dir: Path) -> Path:

@@ -31,6 +31,7 @@ class VideoClassifier(L.LightningModule):
         label_smoothing: float = 0.0,
         freeze_backbone: bool = False,
         bn_momentum: float = 0.1,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -38,6 +39,9 @@ class VideoClassifier(L.LightningModule):
         n = len(self.class_names)
         self.model: MoViNet = build(arch, variant, n, dropout)
         self.model.set_bn_momentum(bn_momentum)
+        if channels_last:  # the model then lays its inputs out the same way (MoViNet.forward)
+            self.model = self.model.to(memory_format=torch.channels_last_3d)
+            self.model.channels_last = True
         self.train_metrics = classification_metrics(n).clone(prefix="train_")
         self.val_metrics = classification_metrics(n).clone(prefix="val_")
         # Clips validated, summed over ranks: under DDP each val clip must count exactly once.

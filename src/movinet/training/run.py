@@ -125,9 +125,11 @@ def _trainer(run: _Run, logger, checkpoint, callbacks: list) -> L.Trainer:
     """``trainer.*`` passed through as they are; steps, validation, logging and outputs are the run's."""
     from lightning.pytorch.callbacks import LearningRateMonitor
 
-    train = run.cfg.train
+    train, kwargs = run.cfg.train, run.cfg.trainer.trainer_kwargs()
+    if kwargs["precision"] == "bf16-mixed" and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+        kwargs["precision"] = "16-mixed"  # GPUs before Ampere: fp16 autocast with loss scaling
     return L.Trainer(
-        **run.cfg.trainer.trainer_kwargs(),
+        **kwargs,
         max_steps=train.steps,
         val_check_interval=min(train.eval_interval, train.steps),
         check_val_every_n_epoch=None,
@@ -162,6 +164,7 @@ def run_training(
         cfg.train.label_smoothing,
         cfg.train.freeze_backbone,
         model.bn_momentum,
+        cfg.train.channels_last,
     )
     # Other ranks get rank 0's weights when DDP wraps the model (it broadcasts them).
     init_note = "resumed" if run.resume_from is not None else "rank 0's"
