@@ -92,13 +92,23 @@ def test_two_process_ddp_is_one_run_counting_each_clip_once(ddp_project):
     assert done.stdout.startswith(str(video))
 
 
-def test_ddp_spawn_reports_the_best_score(ddp_project):
-    """Under ddp_spawn the fit runs in child processes; the score comes back from the checkpoint."""
-    _train(ddp_project, "train.name=spawn", *CPU_DDP, "trainer.strategy=ddp_spawn", *ODD_VAL)
-    record = json.loads((ddp_project / "models" / "spawn" / "run.json").read_text())
-    run = _runs(ddp_project, "spawn")[0]
-    assert math.isfinite(record["best_val_acc"]) and run.data.metrics["best_val_acc"] == record["best_val_acc"]
-    assert int(run.data.metrics["val_clips"]) == 9
+def test_ddp_spawn_jobs_of_a_multirun_report_their_best_scores(ddp_project):
+    """In a Hydra multirun each job trains with ddp_spawn (nothing re-executed): one parent, one child
+    per job, and each child's score comes back from its checkpoint (the spawned fit keeps it)."""
+    root = ddp_project
+    overrides = ["-m", "train.name=spawn", *CPU_DDP, "trainer.strategy=ddp_spawn", *ODD_VAL]
+    _train(root, *overrides, "data.loader.batch_size=2,4")
+    client = mlflow_client(root)
+    experiment = client.get_experiment_by_name("movinet")
+    parent = client.search_runs([experiment.experiment_id], filter_string="attributes.run_name = 'sweep-spawn'")
+    assert len(parent) == 1
+    children = client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent[0].info.run_id}'"
+    )
+    assert sorted(c.data.params["data.loader.batch_size"] for c in children) == ["2", "4"]
+    for child in children:
+        assert math.isfinite(child.data.metrics["best_val_acc"]) and int(child.data.metrics["val_clips"]) == 9
+    assert parent[0].data.metrics["jobs"] == 2
 
 
 def test_interrupted_ddp_run_resumes_from_last_checkpoint(ddp_project):
@@ -122,3 +132,28 @@ def test_interrupted_ddp_run_resumes_from_last_checkpoint(ddp_project):
     assert len(_runs(root, "ddp_resume")) == 1
     history = mlflow_client(root).get_metric_history(done["mlflow_run_id"], "train_loss")
     assert max(m.step for m in history) == 99
+
+
+def test_ddp_under_dvc_repro(ddp_project):
+    """trainer=ddp in params.yaml: `dvc repro train` trains with 2 processes and records one run."""
+    root, params = ddp_project, (ddp_project / "params.yaml").read_text()
+    try:
+        sh(
+            sys.executable,
+            "-m",
+            "movinet.cli",
+            "params",
+            "debug=tiny",
+            *CPU_DDP,
+            "data.labels.split_fractions=[0.6,0.2,0.2]",
+            cwd=root,
+        )
+        done = sh("dvc", "repro", "train", cwd=root)
+        assert "Running stage 'train'" in done.stdout
+        record = json.loads((root / "models" / "video" / "run.json").read_text())
+        run = mlflow_client(root).get_run(record["mlflow_run_id"])
+        assert run.data.params["trainer.strategy"] == "ddp" and run.data.params["trainer.devices"] == "2"
+        assert record["finished"] is True and int(run.data.metrics["val_clips"]) == 6  # 3 val videos x 2 (tiny)
+        assert len(_runs(root, "video")) == 1
+    finally:
+        (root / "params.yaml").write_text(params)
