@@ -137,3 +137,31 @@ def test_register_stream_model_attaches_onnx_and_promotes_first(tmp_path):
     predictor = load_predictor("models:/streamy@champion", uri)
     assert predictor.streaming and predictor.class_names == ["x", "y"]
     assert len(predictor.predict(video, per_frame=True).timeline) == 20
+
+
+def test_the_video_model_runs_on_the_device_movinet_device_names(tmp_path, monkeypatch):
+    """`mlflow models serve` takes no options: $MOVINET_DEVICE picks the device; a missing GPU is an error."""
+    import json
+    from types import SimpleNamespace
+
+    import torch
+
+    from movinet.inference.video_input import Preprocessing
+    from movinet.models import build, save_checkpoint
+    from movinet.tracking.video_model import DEVICE_ENV, VideoModel
+
+    prep = Preprocessing(fps=10, size=40, crop_size=32, num_frames=4, frame_stride=2, clips_per_video=2)
+    save_checkpoint(build("a0", "stream", 2), tmp_path / "m0.pt", class_names=["a", "b"])
+    spec = {"preprocessing": prep.to_dict(), "class_names": ["a", "b"], "offsets": [0], "stride": 1}
+    (tmp_path / "inference.json").write_text(json.dumps(spec))
+    context = SimpleNamespace(
+        artifacts={"inference": str(tmp_path / "inference.json"), "member0": str(tmp_path / "m0.pt")}
+    )
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    model = VideoModel()
+    monkeypatch.setenv(DEVICE_ENV, "auto")
+    model.load_context(context)
+    assert model.predictor.device == torch.device("cpu")
+    monkeypatch.setenv(DEVICE_ENV, "cuda")
+    with pytest.raises(ValueError, match="no CUDA GPU is visible"):
+        model.load_context(context)

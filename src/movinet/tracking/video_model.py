@@ -23,6 +23,7 @@ import numpy as np
 from movinet.tracking.clip_model import PACKAGE_DIR, pip_requirements
 
 INFERENCE_FILE = "inference.json"
+DEVICE_ENV = "MOVINET_DEVICE"  # where a loaded video model runs (cpu | cuda | auto); default cpu
 RESERVED = ("video", "label", "score", "top_k", "per_frame")
 
 
@@ -41,8 +42,10 @@ class VideoModel(mlflow.pyfunc.PythonModel):
 
         spec = json.loads(Path(context.artifacts["inference"]).read_text())
         members = [context.artifacts[f"member{i}"] for i in range(len(spec["offsets"]))]
+        # `mlflow models serve` passes no options: the device comes from $MOVINET_DEVICE (cpu | cuda | auto)
+        device = os.environ.get(DEVICE_ENV, "cpu")
         self.predictor = Predictor.from_checkpoints(
-            members, Preprocessing(**spec["preprocessing"]), spec["offsets"], spec["stride"]
+            members, Preprocessing(**spec["preprocessing"]), spec["offsets"], spec["stride"], device
         )
 
     def predict(self, context, model_input, params=None):
