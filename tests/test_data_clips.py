@@ -175,3 +175,21 @@ def test_flip_only_where_the_class_allows_it(pipeline_dirs):
     assert outcomes(full) == {"kept", "flipped"}
     blocked = Augment(crop_size=24, scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=True, no_flip=(clip.label,))
     assert outcomes(blocked) == {"kept"}
+
+
+def test_center_crop_takes_the_centre_and_random_crops_move():
+    """Evaluation sees the middle of the frame; training crops vary in place and size."""
+    import random
+
+    from movinet.data.dataset import random_resized_crop
+
+    h, w = 6, 10
+    positions = torch.arange(h * w, dtype=torch.float32).reshape(1, 1, h, w).expand(3, 2, h, w)
+    crop = center_crop(positions, 6)  # short side already 6: no resize, columns 2..7
+    assert torch.equal(crop, positions[:, :, :, 2:8])
+    boxes = set()
+    for seed in range(20):
+        out = random_resized_crop(positions, 4, (0.2, 0.6), (3 / 4, 4 / 3), random.Random(seed))
+        assert out.shape == (3, 2, 4, 4) and torch.equal(out[:, 0], out[:, 1])  # one box for every frame
+        boxes.add(tuple(out[0, 0].flatten().tolist()))
+    assert len(boxes) >= 10  # the boxes differ from draw to draw
