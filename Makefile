@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # first and keep it pinned with a constraint for everything after.
 TORCH ?= torch==2.13.0
 
-.PHONY: install lint format test demo bench clean mlflow-ui
+.PHONY: install lint format test demo bench clean mlflow-ui mlflow-server
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -44,6 +44,11 @@ demo: install
 mlflow-ui: install
 	$(VENV)/bin/mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" \
 		--default-artifact-root "$(CURDIR)/mlartifacts" --host 127.0.0.1 --port 5000 --workers 1
+
+# A shared tracking server on this machine (PostgreSQL + S3 via moto + mlflow server, 127.0.0.1 only;
+# thrown away on Ctrl-C): clients set MLFLOW_TRACKING_URI=http://127.0.0.1:5000. Flags: SERVER_ARGS="--port 5001".
+mlflow-server: install
+	$(PY) -m movinet.tracking.team_server $(SERVER_ARGS)
 
 bench: install
 	$(PY) benchmarks/model_speed.py

@@ -39,7 +39,14 @@ class TrackingClient:
         self.uri = uri
         self.mlflow = MlflowClient(uri)
 
+    def __reduce__(self):
+        """Pickled as its URI: Hydra's joblib and submitit launchers pickle the sweep callback, which
+        holds a client, into every job (an MlflowClient's store and sessions do not travel)."""
+        return (type(self), (self.uri,))
+
     def __getattr__(self, name: str):
+        if name.startswith("__") or name in ("mlflow", "uri"):  # not set yet (a half-built object)
+            raise AttributeError(name)
         attr = getattr(self.mlflow, name)
         if not callable(attr):
             return attr

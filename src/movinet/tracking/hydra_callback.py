@@ -1,11 +1,16 @@
 """One MLflow parent run per Hydra multirun: every job is a child run, the parent gets a summary.
 
 Enabled in ``conf/config.yaml`` (``hydra.callbacks``). The parent's id reaches the jobs through the
-environment (``MOVINET_PARENT_RUN_ID``), so it works for in-process and subprocess launchers alike.
+environment (``MOVINET_PARENT_RUN_ID``), so it works for in-process and subprocess launchers alike
+(joblib, submitit: they pickle this callback into every job, so it holds nothing that cannot travel).
+A sweep that crashes never reaches ``on_multirun_end``; its parent run is then marked FAILED at exit
+instead of staying RUNNING on a shared server.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import csv
 import os
 import tempfile
@@ -43,6 +48,13 @@ class MLflowSweepCallback(Callback):
         params["sweep.overrides"] = " ".join(config.hydra.overrides.task)
         self.client.log_params(self.parent_id, params)
         os.environ[PARENT_RUN_ENV] = self.parent_id
+        atexit.register(self._abandoned)
+
+    def _abandoned(self) -> None:
+        """At exit without ``on_multirun_end`` (a job raised, the sweep was interrupted)."""
+        if self.parent_id is not None and self.client is not None:
+            with contextlib.suppress(Exception):  # at exit: the store may be gone too
+                self.client.set_terminated(self.parent_id, "FAILED")
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         if self.parent_id is None:
@@ -65,6 +77,7 @@ class MLflowSweepCallback(Callback):
         client.log_metrics(parent, metrics)
         status = "FINISHED" if rows and all(r["status"] == "FINISHED" for r in rows) else "FAILED"
         client.set_terminated(parent, status)
+        atexit.unregister(self._abandoned)
         self.parent_id = None
 
     def _job_rows(self) -> list[dict]:

@@ -2,7 +2,8 @@
 
 The SQLite path is absolute and found from the project root even inside DVC's temporary
 experiment copies (``<repo>/.dvc/tmp/exps/...``), so queued experiments log to the same store.
-Artifacts go next to it (``mlartifacts/``); never the deprecated ``./mlruns`` file store. The store
+Artifacts go next to it (``mlartifacts/``); never the deprecated ``./mlruns`` file store; with a
+tracking server (``http://``), where the server puts them (README, "A shared tracking server"). The store
 and the experiment are created once under a file lock, so parallel jobs do not race to migrate it.
 """
 
@@ -36,6 +37,12 @@ def artifact_location(root: str | Path | None = None) -> str:
     return (store_root(root) / "mlartifacts").as_uri()
 
 
+def is_server(uri: str) -> bool:
+    """A tracking server decides where artifacts go (``--artifacts-destination``, proxied with
+    ``--serve-artifacts``): a client must not point an experiment at its own disk."""
+    return uri.startswith(("http://", "https://"))
+
+
 def ensure_experiment(name: str, uri: str) -> str:
     """Create the store (first use) and the experiment once; returns the experiment id."""
 
@@ -44,7 +51,13 @@ def ensure_experiment(name: str, uri: str) -> str:
         experiment = client.get_experiment_by_name(name)
         if experiment is not None:
             return experiment.experiment_id
-        return client.create_experiment(name, artifact_location=artifact_location())
+        try:
+            return client.create_experiment(name, artifact_location=None if is_server(uri) else artifact_location())
+        except Exception:  # another client of the same server created it first
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+            return experiment.experiment_id
 
     if not uri.startswith("sqlite:///"):
         return create()
