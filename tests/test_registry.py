@@ -165,3 +165,54 @@ def test_the_video_model_runs_on_the_device_movinet_device_names(tmp_path, monke
     monkeypatch.setenv(DEVICE_ENV, "cuda")
     with pytest.raises(ValueError, match="no CUDA GPU is visible"):
         model.load_context(context)
+
+
+def test_concurrent_promotions_leave_the_better_version_champion(registry, monkeypatch):
+    """Two promoters read the same champion; the worse one is slower to decide, so without the lock it
+    would write last and win. With it, the second waits and compares against the first's result."""
+    import threading
+    import time
+
+    from movinet.tracking import promotion
+    from movinet.tracking.client import TrackingClient
+
+    uri, client = registry
+    client.set_model_version_tag("m", "1", "test_acc", "0.60")  # v1 0.60 champion, v2 0.70, v3 0.90
+    promotion.promote(TrackingClient(uri), "m", "1")
+    decide = promotion._decide
+
+    def slow_decide(candidate, champion, metric, force):
+        time.sleep(0.6 if str(candidate.version) == "2" else 0.05)
+        return decide(candidate, champion, metric, force)
+
+    monkeypatch.setattr(promotion, "_decide", slow_decide)
+    results = {}
+
+    def run(version):
+        results[version] = promotion.promote(TrackingClient(uri), "m", version)
+
+    threads = [threading.Thread(target=run, args=(v,)) for v in ("2", "3")]
+    threads[0].start()
+    time.sleep(0.1)  # v2's promoter takes the lock first, v3's waits for it
+    threads[1].start()
+    for thread in threads:
+        thread.join()
+    assert champion(client) == "3"
+    assert results["2"].promoted and results["3"].promoted and results["3"].champion_before == "2"
+    assert [m.name for m in client.search_registered_models()] == ["m"]  # the lock is gone
+
+
+def test_a_stale_promotion_lock_is_broken_and_a_held_one_waited_for(registry):
+    import time
+
+    from movinet.tracking import promotion
+    from movinet.tracking.client import TrackingClient
+
+    uri, client = registry
+    client.create_registered_model("m" + promotion.LOCK_SUFFIX, tags={"created": "0"})  # left by a dead promoter
+    assert promotion.promote(TrackingClient(uri), "m", "3").promoted
+    client.create_registered_model("m" + promotion.LOCK_SUFFIX, tags={"created": str(time.time())})
+    held = pytest.raises(ValueError, match="another promotion of m holds 'm.promotion-lock'")
+    with held, promotion.promotion_lock(TrackingClient(uri), "m", wait_s=0.3):
+        pass
+    assert champion(client) == "3"

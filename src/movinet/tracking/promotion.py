@@ -5,15 +5,26 @@ candidate with the current champion on one metric (higher is better) and moves t
 the candidate is strictly better, or when forced; either way it records why on the candidate.
 The champion is read from the registered model's aliases: an error reading it is an error, never
 "no champion" (which would promote a worse model).
+
+Promotions of one model are serialised: between reading the champion and moving the alias, another
+promoter could move it, and the last writer would win even when worse. The lock is a registered model
+named ``<name>.promotion-lock``: creating a registered model is atomic in every MLflow store (a
+unique name), so it works the same on a SQLite file and on a team's tracking server.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from movinet.tracking.client import TrackingClient
 
 CHAMPION = "champion"
+LOCK_SUFFIX = ".promotion-lock"
+LOCK_WAIT_S = 60.0  # how long a promotion waits for another one
+LOCK_STALE_S = 300.0  # a lock older than this was left by a promoter that died: it is broken
 
 
 @dataclass(frozen=True)
@@ -54,9 +65,52 @@ def _decide(candidate, champion, metric: str, force: bool) -> tuple[bool, str]:
     return False, f"{metric} {new:.4f} is not better than {old:.4f} of v{champion.version}"
 
 
+@contextmanager
+def promotion_lock(client: TrackingClient, name: str, wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
+    """Hold ``<name>.promotion-lock`` (a registered model: its creation is atomic) while promoting."""
+    from mlflow.exceptions import MlflowException
+
+    lock, deadline = name + LOCK_SUFFIX, time.monotonic() + wait_s
+    while True:
+        try:
+            client.create_registered_model(lock, tags={"created": str(time.time())}, description="promotion lock")
+            break
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        if _break_if_stale(client, lock):
+            continue
+        if time.monotonic() > deadline:
+            raise ValueError(f"another promotion of {name} holds {lock!r}; retry (or delete it if no promotion runs)")
+        time.sleep(0.1)
+    try:
+        yield
+    finally:
+        client.delete_registered_model(lock)
+
+
+def _break_if_stale(client: TrackingClient, lock: str) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        created = float(client.get_registered_model(lock).tags.get("created", "0"))
+    except MlflowException:
+        return True  # released meanwhile: try again at once
+    if time.time() - created > LOCK_STALE_S:
+        client.delete_registered_model(lock)
+        return True
+    return False
+
+
 def promote(
     client: TrackingClient, name: str, version: str | None = None, metric: str = "test_acc", force: bool = False
 ) -> Promotion:
+    """Move the champion alias to ``version`` (default: the latest) if it is better, under the lock."""
+    with promotion_lock(client, name):
+        return _promote(client, name, version, metric, force)
+
+
+def _promote(client: TrackingClient, name: str, version: str | None, metric: str, force: bool) -> Promotion:
     versions = client.search_model_versions(f"name='{name}'")
     if not versions:
         raise ValueError(f"no registered model named {name!r}")
