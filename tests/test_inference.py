@@ -182,3 +182,25 @@ def test_device_option(tmp_path, monkeypatch):
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     done = subprocess.run([*cli, "--device", "cuda"], capture_output=True, text=True, env=env)
     assert done.returncode != 0 and "no CUDA GPU is visible" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_uploaded_videos_are_bounded_like_pushed_frames(tmp_path, monkeypatch):
+    """An upload's frame size and length are checked from the container before decoding; the served
+    model's base64 is checked against its size limit before it is decoded."""
+    from movinet.inference import video_input
+    from movinet.inference.video_input import read_video_arg
+
+    thin = _video(tmp_path / "thin.mp4", 10)  # 64x48 is fine ...
+    predictor = Predictor([randomize(build("a0", "stream", 3))], CLASSES, PREP)
+    assert predictor.predict(thin.read_bytes()).frames == 5
+    monkeypatch.setattr(video_input, "MAX_UPLOAD_FRAMES", 4)  # ... but not 5 frames when 4 is the limit
+    with pytest.raises(ValueError, match="upload: 5 frames at the model's rate; uploads hold at most 4"):
+        predictor.predict(thin.read_bytes())
+    assert predictor.predict(thin).frames == 5  # a local file is the user's own: no upload limits
+    monkeypatch.setattr(video_input, "MAX_UPLOAD_FRAMES", 36_000)
+    wide = tmp_path / "wide.mp4"
+    write_video(wide, np.zeros((4, 16, 400, 3), np.uint8), 10, "libx264")  # aspect 25
+    with pytest.raises(ValueError, match="outside the limits"):
+        predictor.predict(wide.read_bytes())
+    with pytest.raises(ValueError, match="video larger than 1 MB"):
+        read_video_arg("A" * (2 * 2**20), allow_paths=False, max_bytes=2**20)

@@ -85,10 +85,16 @@ class VideoFrames:
                 raise FileNotFoundError(f"{path}: no such video file")
         try:
             info = probe(path)
+            if self._tmp is not None:  # an upload: its frames' size and count are bounded like pushed frames
+                check_frame_size(info.height, info.width)
             self.fps = float(prep.fps) if prep.fps and prep.fps < info.fps else info.fps
             height, width = resized_shape(info.height, info.width, prep.size)
             self._reader = open_reader(path, width=width, height=height)
             self.indices = resample_indices(info.frames, info.fps, prep.fps)
+            if self._tmp is not None and len(self.indices) > MAX_UPLOAD_FRAMES:
+                raise ValueError(
+                    f"{path}: {len(self.indices)} frames at the model's rate; uploads hold at most {MAX_UPLOAD_FRAMES}"
+                )
         except Exception as exc:  # never leave the upload's temporary file behind; name the upload
             self.close()
             if isinstance(exc, (ValueError, FileNotFoundError)):
@@ -138,6 +144,7 @@ class VideoFrames:
 MIN_SIDE = 16  # pixels: a thinner frame would be upscaled many times over to reach the crop
 MAX_ASPECT = 8.0  # long side over short side
 MAX_PIXELS = 4096 * 4096  # per frame
+MAX_UPLOAD_FRAMES = 36_000  # frames of an uploaded video at the model's rate (an hour at 10 fps)
 
 
 def check_frame_size(height: int, width: int) -> None:
@@ -172,15 +179,17 @@ def prepare_frames(frames: np.ndarray, prep: Preprocessing, resize: bool = True)
     return center_crop(x, prep.crop_size).contiguous()
 
 
-def read_video_arg(value: str, allow_paths: bool = True) -> bytes | str:
+def read_video_arg(value: str, allow_paths: bool = True, max_bytes: int | None = None) -> bytes | str:
     """A ``video`` input value of the video model: a path that exists (when ``allow_paths``), else
     base64 of the file. Behind an HTTP endpoint paths are off: a client must not read, or probe for,
-    the server's files."""
+    the server's files. ``max_bytes`` bounds the decoded video, checked before decoding."""
     import base64
     import binascii
 
     if allow_paths and len(value) < 4096 and os.path.isfile(value):
         return value
+    if max_bytes is not None and len(value) * 3 // 4 > max_bytes:
+        raise ValueError(f"video larger than {max_bytes / 2**20:g} MB (base64 of {len(value)} characters)")
     try:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):

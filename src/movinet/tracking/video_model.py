@@ -23,8 +23,14 @@ import numpy as np
 from movinet.tracking.clip_model import PACKAGE_DIR, pip_requirements
 
 INFERENCE_FILE = "inference.json"
+MAX_UPLOAD_ENV = "MOVINET_MAX_UPLOAD_MB"  # the largest video the served model decodes (default 100, as movinet serve)
 DEVICE_ENV = "MOVINET_DEVICE"  # where a loaded video model runs (cpu | cuda | auto); default cpu
 RESERVED = ("video", "label", "score", "top_k", "per_frame")
+
+
+def max_upload_bytes() -> int:
+    """The served model's size limit on one video, before its base64 is decoded."""
+    return int(float(os.environ.get(MAX_UPLOAD_ENV, "100")) * 2**20)
 
 
 def paths_allowed() -> bool:
@@ -69,7 +75,7 @@ class VideoModel(mlflow.pyfunc.PythonModel):
             try:
                 if not isinstance(value, str):
                     raise ValueError("expected a string (path or base64)")
-                source = read_video_arg(value, allow_paths)
+                source = read_video_arg(value, allow_paths, max_upload_bytes())
                 name = source if isinstance(source, str) else f"video {i}"
                 result = self.predictor.predict(source, per_frame=per_frame, name=name)
             except (ValueError, FileNotFoundError) as exc:
