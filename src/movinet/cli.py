@@ -6,6 +6,7 @@ Heavy imports (torch, onnx) happen inside the handlers so ``movinet --help`` sta
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from movinet.console import UsageError, report, run
@@ -242,8 +243,11 @@ def _serve(args: argparse.Namespace) -> int:
         max_frames=args.max_frames,
         session_ttl_s=args.session_ttl,
         max_sessions=args.max_sessions,
+        max_uploads=args.max_uploads,
+        body_timeout_s=args.body_timeout,
     )
-    serve(args.model, args.host, args.port, limits, tracking_uri(), args.device)
+    token = args.token or os.environ.get("MOVINET_API_TOKEN") or None
+    serve(args.model, args.host, args.port, limits, tracking_uri(), args.device, token, args.insecure)
     return 0
 
 
@@ -362,6 +366,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-frames", type=int, default=256, help="frames per request to a stream session")
     serve.add_argument("--session-ttl", type=float, default=300.0, help="idle seconds before a session expires")
     serve.add_argument("--max-sessions", type=int, default=64)
+    serve.add_argument("--max-uploads", type=int, default=4, help="concurrent POST /predict (429 beyond)")
+    serve.add_argument("--body-timeout", type=float, default=60.0, help="seconds a request body may take to arrive")
+    serve.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (default: $MOVINET_API_TOKEN)")
+    serve.add_argument("--insecure", action="store_true", help="allow a non-loopback --host without a token")
     _device_option(serve)
     serve.set_defaults(func=_serve, failure_code=2)
 

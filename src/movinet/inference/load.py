@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from movinet.inference.batching import in_passing_thread
 from movinet.inference.predictor import Predictor
 from movinet.inference.video_input import Preprocessing
 
@@ -16,7 +17,12 @@ from movinet.inference.video_input import Preprocessing
 def load_predictor(uri: str, tracking_uri: str | None = None, device: str = "cpu") -> Predictor:
     """``tracking_uri``: the store that resolves ``models:/`` and ``runs:/`` (MLflow's own default when
     None); the caller picks it, so inference stays independent of the tracking package. ``device``:
-    ``cpu``, ``cuda`` or ``auto`` (``movinet.models.device``)."""
+    ``cpu``, ``cuda`` or ``auto`` (``movinet.models.device``). The loading runs on a passing thread,
+    so the caller (``movinet serve``'s main thread) keeps no OpenMP pool (``in_passing_thread``)."""
+    return in_passing_thread(_load, uri, tracking_uri, device)
+
+
+def _load(uri: str, tracking_uri: str | None, device: str) -> Predictor:
     path = Path(uri)
     if path.suffix == ".pt" and path.is_file():
         from movinet.models.weights import read_checkpoint

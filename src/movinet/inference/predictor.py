@@ -14,15 +14,19 @@ them (``TemporalEnsemble``); streaming, each member takes its own frames in turn
 
 from __future__ import annotations
 
+import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from movinet.data.clips import ClipParams, evenly_spaced_starts
+from movinet.inference.batching import StreamBatcher
 from movinet.inference.ensemble import TemporalEnsemble
 from movinet.inference.video_input import Preprocessing, VideoFrames, frame_batch, prepare_frames
 from movinet.models import MoViNet, optimize_for_inference
@@ -136,9 +140,24 @@ class Predictor:
                 result.timeline = [{"frame": f, "time": f / fps if fps else None, "probabilities": p} for f, p in rows]
         return result
 
-    def session(self, source_fps: float | None = None) -> StreamSession:
-        """A live stream: push frames as they arrive (at ``source_fps``), read the running answer."""
-        return StreamSession(self, source_fps)
+    def session(self, source_fps: float | None = None, batcher: StreamBatcher | None = None) -> StreamSession:
+        """A live stream: push frames as they arrive (at ``source_fps``), read the running answer.
+        With ``batcher`` (from ``stream_batcher``) its steps run batched with other sessions'."""
+        return StreamSession(self, source_fps, batcher)
+
+    def stream_batcher(
+        self, lock: threading.Lock | None = None, max_batch: int = 8, max_wait_ms: float = 3.0
+    ) -> StreamBatcher | None:
+        """A batcher over this predictor's stream models (the fast-path copies, which take any batch
+        size), or None for a base model: its sessions classify whole clips and are not batched."""
+        if not self.streaming:
+            return None
+        size, members = self.prep.crop_size, list(self.ensemble.members)
+        single = partial(self._stream_models, size)  # the traced batch-1 steps, for batches of one
+        prepare = partial(prepare_frames, prep=self.prep)
+        return StreamBatcher(
+            members, size, self.device, lock, max_batch, max_wait_ms, batch_one=single, prepare=prepare
+        )
 
     def _timeline(self, video: VideoFrames, progress: bool) -> Iterator[tuple[int, np.ndarray]]:
         session = self.session()
@@ -165,20 +184,31 @@ class StreamSession:
     frame. A base model keeps the last clip span of frames and answers every half span.
     ``push`` takes raw uint8 ``(n, H, W, 3)`` frames at ``source_fps`` (resampled to the model's rate
     as the extraction does); it returns the ``(frame, probabilities)`` rows the frames produced.
+
+    Alone, a stream session steps the traced batch-1 models itself. With a ``batcher`` (the server,
+    many sessions at once) each step is a request that the batcher runs together with the other
+    sessions' waiting steps; the state stays this session's, and the answers are the same. ``push``
+    then hands the batcher raw frames: it prepares them on its thread, with the batch (see
+    ``movinet.inference.batching`` for why the sessions' threads should run no torch work).
     """
 
-    def __init__(self, predictor: Predictor, source_fps: float | None = None) -> None:
+    def __init__(
+        self, predictor: Predictor, source_fps: float | None = None, batcher: StreamBatcher | None = None
+    ) -> None:
         self.predictor = predictor
         prep = predictor.prep
         self.keep_every = source_fps / prep.fps if source_fps and prep.fps and source_fps > prep.fps else 1.0
         self.received = self.kept = self.position = self._next_keep = 0
         self.last: tuple[int, np.ndarray] | None = None
-        if predictor.streaming:
+        self._batcher = batcher if predictor.streaming else None
+        if self._batcher is not None:
+            self._states: list = [None] * len(predictor.members)  # the batcher makes zero states on its thread
+        elif predictor.streaming:
             self._models = predictor._stream_models(prep.crop_size)
             self._states = [m.init_state() for m in self._models]
-            self._latest: list[torch.Tensor | None] = [None] * len(self._models)
         else:
             self._buffer: deque[torch.Tensor] = deque(maxlen=predictor.clip_params.span)
+        self._latest: list[torch.Tensor | None] = [None] * len(predictor.members)
 
     def push(self, frames: np.ndarray) -> list[tuple[int, np.ndarray]]:
         frames = frame_batch(frames)
@@ -191,7 +221,11 @@ class StreamSession:
             self.received += 1
         if not keep:
             return []
-        return self.push_prepared(prepare_frames(np.stack(keep), self.predictor.prep))
+        kept = np.stack(keep)
+        if self._batcher is not None:
+            return self._push(len(kept), lambda i: kept[i : i + 1])  # raw: the batcher prepares them
+        chunk = prepare_frames(kept, self.predictor.prep)
+        return self._push(len(kept), lambda i: chunk[None, :, i : i + 1])
 
     def push_prepared(
         self,
@@ -201,33 +235,51 @@ class StreamSession:
     ) -> list[tuple[int, np.ndarray]]:
         """Prepared frames ``(3, n, crop, crop)``; ``first``/``step``: their positions, when only
         every ``step``-th frame is given (a stream model skips the rest anyway)."""
-        p = self.predictor
+        return self._push(chunk.shape[1], lambda i: chunk[None, :, i : i + 1], first, step)
+
+    def _push(
+        self, count: int, frame_at: Callable[[int], torch.Tensor | np.ndarray], first: int | None = None, step: int = 1
+    ) -> list[tuple[int, np.ndarray]]:
+        """``count`` frames, ``frame_at(i)`` the i-th: prepared ``(1, 3, 1, crop, crop)`` or, batched,
+        raw ``(1, H, W, 3)``; taken only for the frames the model runs on."""
         rows = []
-        for i in range(chunk.shape[1]):
-            position = self.position if first is None else first + i * step
-            self.position = position + 1
-            frame = chunk[:, i : i + 1]
-            if p.streaming:
-                if position % p.prep.frame_stride:
-                    continue
-                k = (position // p.prep.frame_stride) % p.stride
-                for m, (model, offset) in enumerate(zip(self._models, p.offsets)):
-                    if offset == k:
-                        self._latest[m], self._states[m] = model(frame[None].to(p.device), self._states[m])
-                if any(x is None for x in self._latest):
-                    continue
-                probs = torch.softmax(torch.stack(self._latest).mean(0), dim=1)[0].float().cpu().numpy()
-            else:
-                self._buffer.append(frame)
-                span = p.clip_params.span
-                if position < span - 1 or (position - span + 1) % max(1, span // 2):
-                    continue
-                clip = torch.cat(list(self._buffer), dim=1)[:, :: p.prep.frame_stride]
-                probs = p.clip_probabilities(clip[None])[0].numpy()
-            rows.append((position, probs))
+        row = self._stream_row if self.predictor.streaming else self._clip_row
+        with self._batcher.active() if self._batcher is not None else nullcontext():
+            for i in range(count):
+                position = self.position if first is None else first + i * step
+                self.position = position + 1
+                probs = row(position, frame_at, i)
+                if probs is not None:
+                    rows.append((position, probs))
         if rows:
             self.last = rows[-1]
         return rows
+
+    def _stream_row(self, position: int, frame_at: Callable, i: int) -> np.ndarray | None:
+        """Steps the members whose frame this is; the answer once each member has seen a frame."""
+        p = self.predictor
+        if position % p.prep.frame_stride:
+            return None
+        k = (position // p.prep.frame_stride) % p.stride
+        for m, offset in enumerate(p.offsets):
+            if offset == k:
+                if self._batcher is not None:
+                    self._latest[m], self._states[m] = self._batcher.step(m, frame_at(i), self._states[m])
+                else:
+                    self._latest[m], self._states[m] = self._models[m](frame_at(i).to(p.device), self._states[m])
+        if any(x is None for x in self._latest):
+            return None
+        return torch.softmax(torch.stack(self._latest).mean(0), dim=1)[0].float().cpu().numpy()
+
+    def _clip_row(self, position: int, frame_at: Callable, i: int) -> np.ndarray | None:
+        """Keeps the last clip span; the clip's answer every half span."""
+        p = self.predictor
+        self._buffer.append(frame_at(i)[0])
+        span = p.clip_params.span
+        if position < span - 1 or (position - span + 1) % max(1, span // 2):
+            return None
+        clip = torch.cat(list(self._buffer), dim=1)[:, :: p.prep.frame_stride]
+        return p.clip_probabilities(clip[None])[0].numpy()
 
 
 def _progress(items, enabled: bool, name: str, unit: str, total: int | None = None):

@@ -8,11 +8,12 @@
 Sessions idle longer than ``session_ttl_s`` expire. Bad input — too large, too many frames, not a
 video, not frames, unknown session — is a 4xx with a message, never a 500.
 
-Layout: ``SharedModel`` is the predictor with the one lock every model call takes; ``SessionStore``
-owns the open sessions (registry lock, expiry, limit); the routes are module-level functions on
-``router`` that find both, and the limits, on ``request.app.state``, which ``create_app`` fills.
-The routes' docstrings open with a ``\\f`` line: FastAPI cuts operation descriptions there, so
-they stay out of the OpenAPI schema; they say why, for whoever edits the code, not how to call it.
+Layout: ``SharedModel`` is the predictor with the one lock every model call takes and the batcher
+that runs concurrent sessions' stream steps as one batch; ``SessionStore`` owns the open sessions
+(registry lock, expiry, limit); the routes are module-level functions on ``router`` that find
+both, and the limits, on ``request.app.state``, which ``create_app`` fills. The routes' docstrings
+open with a ``\\f`` line: FastAPI cuts operation descriptions there, so they stay out of the
+OpenAPI schema; they say why, for whoever edits the code, not how to call it.
 """
 
 from __future__ import annotations
@@ -22,13 +23,18 @@ import math
 import threading
 import time
 import uuid
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from movinet.inference.batching import StreamBatcher
+from movinet.inference.guard import GuardSettings, RequestGuard
+from movinet.inference.page import page_router
 from movinet.inference.predictor import Prediction, Predictor, StreamSession, top_classes
 from movinet.inference.video_input import check_frame_size, frame_batch
 
@@ -39,6 +45,8 @@ class ServerLimits:
     max_frames: int = 256  # frames per request to a session
     session_ttl_s: float = 300.0
     max_sessions: int = 64
+    max_uploads: int = 4  # concurrent POST /predict (their memory: max_uploads x max_upload_mb)
+    body_timeout_s: float = 60.0  # a body must arrive within this (a trickling client is cut off)
 
     @property
     def max_bytes(self) -> int:
@@ -48,23 +56,41 @@ class ServerLimits:
 
 @dataclass
 class SharedModel:
-    """The predictor and the one lock that every use of its models takes.
+    """The predictor, the one lock that every use of its models takes, and the stream batcher.
 
-    The models are not safe to run from several threads at once, and all sessions share the
-    predictor's traced stream models (building a session may trace them), so ``/predict``, each
-    session's creation and each frame push run one at a time under ``lock``.
+    The models are not safe to run from several threads at once, so ``/predict`` and every model
+    step run one at a time under ``lock``. A stream model's sessions step through ``batcher``
+    (``movinet.inference.batching``): the waiting steps of concurrent sessions run as one batch,
+    one model call under ``lock`` for all of them, which is what makes many live streams cheap.
+    ``batching=False`` (or a base model, whose sessions classify whole clips) keeps the one-at-a-time
+    path: a session steps the predictor's traced models (building one may trace them) under ``lock``.
+    Batched, ``/predict`` runs on the batcher's thread too, so no request thread runs the model (on a
+    small machine every thread that does keeps an OpenMP pool that slows all the others).
     """
 
     predictor: Predictor
     lock: threading.Lock = field(default_factory=threading.Lock)
+    batching: bool = True
+    batcher: StreamBatcher | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        if self.batching:
+            self.batcher = self.predictor.stream_batcher(self.lock)
 
     def predict(self, data: bytes, per_frame: bool, name: str) -> Prediction:
+        if self.batcher is not None:
+            return self.batcher.call(self.predictor.predict, data, per_frame=per_frame, name=name)
         with self.lock:
             return self.predictor.predict(data, per_frame=per_frame, name=name)
 
     def session(self, fps: float | None) -> StreamSession:
-        with self.lock:
-            return self.predictor.session(source_fps=fps)
+        with self.pushing():  # a batched session only makes zero states; an unbatched one may trace
+            return self.predictor.session(source_fps=fps, batcher=self.batcher)
+
+    def pushing(self) -> AbstractContextManager:
+        """What a session's push holds besides its own lock: ``lock``, unless batched (the batcher
+        takes it for each batch; holding it for the push would keep the other streams out of it)."""
+        return nullcontext() if self.batcher is not None else self.lock
 
 
 @dataclass
@@ -76,9 +102,10 @@ class _Live:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def push(self, key: str, frames: np.ndarray, model: SharedModel, top_k: int) -> dict:
-        """Runs the frames and reads the answer under this session's lock (and the model's), so a
-        concurrent push to the same session cannot change it between the push and the answer."""
-        with self.lock, model.lock:
+        """Runs the frames and reads the answer under this session's lock (and, unbatched, the
+        model's), so a concurrent push to the same session cannot change it between the push and
+        the answer; pushes to different sessions of a stream model meet in the batcher."""
+        with self.lock, model.pushing():
             rows = self.session.push(frames)
             self.last_used = time.monotonic()
             out = {"id": key, "frames_received": self.session.received, "new_predictions": len(rows)}
@@ -201,21 +228,41 @@ def _read_npy(body: bytes) -> np.ndarray:
     return np.load(io.BytesIO(body), allow_pickle=False)
 
 
-async def _read_body(request: Request, max_bytes: int, max_mb: float) -> bytes:
-    """The request body, refused with 413 as soon as it passes the limit (never read whole first)."""
-    too_large = HTTPException(413, f"body larger than {max_mb:g} MB")
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
-        raise too_large
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > max_bytes:
-            raise too_large
-    return bytes(body)
+async def _read_body(request: Request) -> bytes:
+    """The request body; ``RequestGuard`` (``movinet.inference.guard``) has bounded its size and time."""
+    return await request.body()
 
 
-router = APIRouter()
+class Problem(BaseModel):
+    """Every refusal's body: what was wrong and how to fix it."""
+
+    detail: str
+
+
+class FieldError(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ParameterProblem(BaseModel):
+    """FastAPI's own 422 for parameters that fail validation: one entry per field."""
+
+    detail: list[FieldError]
+
+
+def _errors(**codes: str) -> dict:
+    """OpenAPI ``responses`` for refusals (``e404="..."``): the clients and the fuzzer see them all."""
+    out = {int(code[1:]): {"model": Problem, "description": text} for code, text in codes.items()}
+    if 422 in out:  # our content checks (a message) or FastAPI's parameter validation (a list)
+        out[422] = {"model": Problem | ParameterProblem, "description": codes["e422"]}
+    return out
+
+
+# Every route may meet the guard (movinet.inference.guard): token, body size and time.
+router = APIRouter(
+    responses=_errors(e401="no or a wrong bearer token", e408="the body arrived too slowly", e413="body too large")
+)
 
 
 async def _bad_input(request: Request, exc: ValueError):
@@ -238,24 +285,28 @@ def health(request: Request) -> dict:
         "streaming": predictor.streaming,
         "members": len(predictor.members),
         "preprocessing": predictor.prep.to_dict(),
+        "sessions": len(state.store),  # open stream sessions (a load test checks they are all freed)
     }
 
 
-@router.post("/predict")
+@router.post(
+    "/predict",
+    responses=_errors(
+        e400="not multipart form data", e422="not a video, or bad parameters", e429="too many uploads at once"
+    ),
+)
 async def predict(request: Request, video: UploadFile, per_frame: bool = False, top_k: int = Query(5, ge=1)) -> dict:
     """
     \f
     One uploaded video's answer; the model runs in a worker thread so the server keeps serving.
     """
     state = request.app.state
-    data = await video.read(state.limits.max_bytes + 1)  # one byte more tells "too large" apart
-    if len(data) > state.limits.max_bytes:
-        raise HTTPException(413, f"upload larger than {state.limits.max_upload_mb:g} MB")
+    data = await video.read()  # at most the body limit: RequestGuard counted it while it arrived
     result = await run_in_threadpool(state.model.predict, bytes(data), per_frame, video.filename or "upload")
     return _prediction(result, state.model.predictor, top_k)
 
 
-@router.post("/streams", status_code=201)
+@router.post("/streams", status_code=201, responses=_errors(e422="bad parameters", e429="the session limit"))
 def open_stream(
     request: Request,
     fps: float | None = Query(None, gt=0, le=1000, allow_inf_nan=False, description="the source's frame rate"),
@@ -268,7 +319,7 @@ def open_stream(
     return {"id": store.open(fps), "expires_after_idle_s": store.ttl_s}
 
 
-@router.post("/streams/{key}/frames")
+@router.post("/streams/{key}/frames", responses=_errors(e404="no such session", e422="not frames, or bad parameters"))
 async def push_frames(key: str, request: Request, top_k: int = Query(5, ge=1)) -> dict:
     """
     \f
@@ -276,14 +327,14 @@ async def push_frames(key: str, request: Request, top_k: int = Query(5, ge=1)) -
     """
     state = request.app.state
     live = state.store.get(key)
-    body = await _read_body(request, state.limits.max_bytes, state.limits.max_upload_mb)
+    body = await _read_body(request)
     frames = await run_in_threadpool(_decode_frames, body)  # off the event loop: /health stays responsive
     if len(frames) > state.limits.max_frames:
         raise HTTPException(413, f"{len(frames)} frames in one request; the limit is {state.limits.max_frames}")
     return await run_in_threadpool(live.push, key, frames, state.model, top_k)
 
 
-@router.delete("/streams/{key}", status_code=204, response_class=Response)
+@router.delete("/streams/{key}", status_code=204, response_class=Response, responses=_errors(e404="no such session"))
 def close_stream(key: str, request: Request):
     """
     \f
@@ -293,9 +344,12 @@ def close_stream(key: str, request: Request):
     return Response(status_code=204)
 
 
-def create_app(predictor: Predictor, limits: ServerLimits = ServerLimits(), model_uri: str = ""):
+def create_app(
+    predictor: Predictor, limits: ServerLimits = ServerLimits(), model_uri: str = "", token: str | None = None
+):
     """The app serving ``predictor``; its state (model, store, limits) lives on ``app.state``, so
-    several apps in one process (tests, benchmarks) share no state."""
+    several apps in one process (tests, benchmarks) share no state. ``token``: the bearer token every
+    route but ``/health`` (and the page) requires."""
     import movinet
 
     app = FastAPI(
@@ -307,8 +361,26 @@ def create_app(predictor: Predictor, limits: ServerLimits = ServerLimits(), mode
     app.state.model, app.state.limits, app.state.model_uri = model, limits, model_uri
     app.state.store = SessionStore(model, limits.session_ttl_s, limits.max_sessions)
     app.add_exception_handler(ValueError, _bad_input)
+    guard = GuardSettings(limits.max_bytes, limits.body_timeout_s, limits.max_uploads, token)
+    app.add_middleware(RequestGuard, settings=guard)
     app.include_router(router)
+    app.include_router(page_router)
     return app
+
+
+def check_exposure(host: str, token: str | None, insecure: bool) -> None:
+    """Listening beyond this machine without a token serves the model to anyone who can reach it."""
+    import ipaddress
+
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and not token and not insecure:
+        raise ValueError(
+            f"--host {host} is reachable from other machines: give --token (or $MOVINET_API_TOKEN), "
+            "or --insecure to serve without one"
+        )
 
 
 def serve(
@@ -318,10 +390,13 @@ def serve(
     limits: ServerLimits = ServerLimits(),
     tracking_uri: str | None = None,
     device: str = "cpu",
+    token: str | None = None,
+    insecure: bool = False,
 ) -> None:
     import uvicorn
 
     from movinet.inference.load import load_predictor
 
-    app = create_app(load_predictor(model_uri, tracking_uri, device), limits, model_uri)
+    check_exposure(host, token, insecure)
+    app = create_app(load_predictor(model_uri, tracking_uri, device), limits, model_uri, token)
     uvicorn.run(app, host=host, port=port, log_level="info")

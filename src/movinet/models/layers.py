@@ -133,16 +133,15 @@ class ConvBN(nn.Module):
 
 
 def positional_encoding(positions: Tensor, channels: int) -> Tensor:
-    """Sinusoid over absolute frame positions, shape ``(1, T, channels)``.
+    """Sinusoid over absolute frame positions ``(N, T)`` (N = 1, or one row per clip), shape ``(N, T, channels)``.
 
     Channel i uses the angle ``p / 10000^(2*floor(i/2)/channels)``; the output is the sines of the
     even channels followed by the cosines of the odd channels (TF ``nn_layers.PositionalEncoding``).
     """
     i = torch.arange(channels, device=positions.device, dtype=positions.dtype)
     inv_freq = torch.pow(10000.0, -(2 * torch.div(i, 2, rounding_mode="floor")) / channels)
-    angles = positions[:, None] * inv_freq[None, :]  # (T, C)
-    enc = torch.cat([torch.sin(angles[:, 0::2]), torch.cos(angles[:, 1::2])], dim=1)
-    return enc.unsqueeze(0)  # (1, T, C)
+    angles = positions[..., None] * inv_freq  # (N, T, C)
+    return torch.cat([torch.sin(angles[..., 0::2]), torch.cos(angles[..., 1::2])], dim=-1)
 
 
 class SqueezeExcite(nn.Module):
@@ -181,8 +180,10 @@ class SqueezeExcite(nn.Module):
             # Sums and positions stay float32 (the state's accumulators) whatever the activations' dtype:
             # in bf16 a running sum would stop growing after a few hundred frames.
             running = frame_mean.float().cumsum(dim=1) + se_sum
-            positions = frame_count + torch.arange(x.shape[2], device=x.device, dtype=frame_count.dtype)
-            pooled = torch.cat([running / (positions + 1).reshape(1, -1, 1), frame_mean.float()], dim=2)
+            # frame_count is (1,) for clips that started together or (B,) per clip (batched streams
+            # that started at different times): positions (1 or B, T).
+            positions = frame_count[:, None] + torch.arange(x.shape[2], device=x.device, dtype=frame_count.dtype)
+            pooled = torch.cat([running / (positions + 1)[..., None], frame_mean.float()], dim=2)
             if self.pos_scale is not None:
                 pooled = pooled + self.pos_scale * positional_encoding(positions, pooled.shape[2])
             pooled = pooled.to(x.dtype)

@@ -4,7 +4,10 @@
 ``logits, state = model(x, state)`` on any number of new frames, starting from
 ``model.init_state(batch_size)``; the logits after the last frame equal the whole-clip logits.
 The state is a flat ``dict[str, Tensor]`` (names like ``b1_l0.buffer``), nothing is hidden in the
-modules, so the stream step can be traced, exported and served.
+modules, so the stream step can be traced, exported and served. Every state tensor has the batch
+first, ``frame_count`` included: ``(1,)`` when the clips of a batch started together (what
+``init_state`` gives), ``(B,)`` one per clip otherwise, so the states of independent streams stack
+along dim 0 into one batch step and split back (``movinet.inference.batching``).
 """
 
 from __future__ import annotations
@@ -144,7 +147,7 @@ class MoViNet(nn.Module):
             assert frame_count is not None
             total = state["head.sum"] + x.float().mean(dim=(3, 4)).sum(dim=2)
             new_frames = frame_count + x.shape[2]
-            pooled = (total / new_frames).to(x.dtype)
+            pooled = (total / new_frames[:, None]).to(x.dtype)  # a (1,) or per-clip (B,) counter
             new_state["head.sum"] = total
             new_state["frame_count"] = new_frames
         return self.classifier(pooled), new_state
