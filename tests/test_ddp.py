@@ -39,18 +39,16 @@ def test_validation_shards_cover_each_clip_once():
     assert padded == [[0, 2, 4], [1, 3, 0]]  # what Lightning would use: clip 0 twice
 
 
+def _params(root, *overrides: str) -> None:
+    """params.yaml of the tiny project with 3 val videos, plus ``overrides``."""
+    fractions = "data.labels.split_fractions=[0.6,0.2,0.2]"
+    sh(sys.executable, "-m", "movinet.cli", "params", "debug=tiny", fractions, *overrides, cwd=root)
+
+
 @pytest.fixture(scope="module")
 def ddp_project(project):  # noqa: F811
     """The tiny project with 3 val videos (an odd number of validation clips)."""
-    sh(
-        sys.executable,
-        "-m",
-        "movinet.cli",
-        "params",
-        "debug=tiny",
-        "data.labels.split_fractions=[0.6,0.2,0.2]",
-        cwd=project,
-    )
+    _params(project)
     sh("dvc", "repro", "ingest_labels", cwd=project)
     return project
 
@@ -138,16 +136,7 @@ def test_ddp_under_dvc_repro(ddp_project):
     """trainer=ddp in params.yaml: `dvc repro train` trains with 2 processes and records one run."""
     root, params = ddp_project, (ddp_project / "params.yaml").read_text()
     try:
-        sh(
-            sys.executable,
-            "-m",
-            "movinet.cli",
-            "params",
-            "debug=tiny",
-            *CPU_DDP,
-            "data.labels.split_fractions=[0.6,0.2,0.2]",
-            cwd=root,
-        )
+        _params(root, *CPU_DDP)
         done = sh("dvc", "repro", "train", cwd=root)
         assert "Running stage 'train'" in done.stdout
         record = json.loads((root / "models" / "video" / "run.json").read_text())
