@@ -57,3 +57,40 @@ def frame_numbers(clip, step: int = 4):
     import numpy as np
 
     return np.rint(np.asarray(clip, dtype=np.float64).mean(axis=(1, 2, 3)) / step).astype(int).tolist()
+
+
+def write_frame_cache(folder, videos: dict, size: int = 8, frames: dict | None = None) -> None:
+    """A frame cache as the extract stage writes it (``index.json`` + one ``.npy`` per video), made
+    by hand: ``videos`` maps a name to ``(source_index, source_frames)``. Cached frame i is solid gray
+    ``4 * i`` (its index survives every step) unless ``frames`` gives the video's uint8 array."""
+    import json
+
+    import numpy as np
+
+    (folder / "frames").mkdir(parents=True)
+    entries = {}
+    for name, (source_index, source_frames) in videos.items():
+        n = len(source_index)
+        gray = (np.arange(n) * 4).astype(np.uint8)[:, None, None, None]
+        array = (frames or {}).get(name)
+        array = np.broadcast_to(gray, (n, size, size, 3)) if array is None else array
+        np.save(folder / "frames" / f"{name}.npy", np.ascontiguousarray(array))
+        entries[name] = {"file": f"frames/{name}.npy", "source_frames": source_frames, "source_index": source_index}
+    (folder / "index.json").write_text(json.dumps({"params": {}, "videos": entries}))
+
+
+def write_label_files(folder, labels: dict, stretches: list, classes: list[str]) -> None:
+    """The ingest stage's outputs, by hand: per-frame labels, split stretches and the class list."""
+    import csv
+    import json
+
+    folder.mkdir(parents=True)
+    with open(folder / "frame_labels.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["filename", "frame", "label"])
+        writer.writerows((video, frame, label) for video, per in labels.items() for frame, label in per.items())
+    with open(folder / "splits.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["filename", "split", "start_frame", "end_frame"])
+        writer.writerows((s.video, s.split, s.start, s.end) for s in stretches)
+    (folder / "classes.json").write_text(json.dumps({"classes": classes}))

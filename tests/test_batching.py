@@ -138,8 +138,11 @@ def test_a_failed_batch_fails_its_callers_and_the_worker_goes_on():
         batcher.step(0, torch.rand(1, 3, 1, 48, 48), batcher.init_state(0))  # a state for 32², frames of 48²
     logits, state = batcher.step(0, torch.rand(1, 3, 1, 32, 32), batcher.init_state(0))
     assert logits.shape == (1, 4) and state["frame_count"].tolist() == [1.0]
-    time.sleep(0.6)  # idle: the worker ends, and the next request starts another
-    assert batcher._worker is None
+    worker = batcher._worker
+    worker.join(
+        timeout=60
+    )  # idle for idle_s: the worker ends (waited for, not slept), and the next request starts another
+    assert not worker.is_alive() and batcher._worker is None
     assert batcher.step(0, torch.rand(1, 3, 1, 32, 32), state)[1]["frame_count"].tolist() == [2.0]
 
 

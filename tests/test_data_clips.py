@@ -193,3 +193,86 @@ def test_center_crop_takes_the_centre_and_random_crops_move():
         assert out.shape == (3, 2, 4, 4) and torch.equal(out[:, 0], out[:, 1])  # one box for every frame
         boxes.add(tuple(out[0, 0].flatten().tolist()))
     assert len(boxes) >= 10  # the boxes differ from draw to draw
+
+
+def test_clip_params_from_the_composed_config():
+    from conftest import tiny_config
+    from movinet.config import to_config
+
+    cfg = to_config(
+        tiny_config(
+            "data.clips.num_frames=6",
+            "data.clips.frame_stride=3",
+            "data.clips.discard_threshold=0.25",
+            "data.clips.offset=1",
+            "data.clips.include_background=true",
+        )
+    )
+    assert ClipParams.from_config(cfg) == ClipParams(6, 3, 0.25, 1, True)
+    assert ClipParams.from_config(cfg).span == 1 + 5 * 3 + 1
+    baseline = to_config(tiny_config("model=frame_baseline", "data.clips.num_frames=6"))
+    assert ClipParams.from_config(baseline).num_frames == 1  # the single-frame model fixes T = 1
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"num_frames": 0},
+        {"num_frames": 2, "frame_stride": 0},
+        {"num_frames": 2, "offset": -1},
+        {"num_frames": 2, "discard_threshold": -0.01},
+        {"num_frames": 2, "discard_threshold": 1.01},
+    ],
+)
+def test_clip_params_refuse_impossible_values(kwargs):
+    with pytest.raises(ValueError, match="invalid clip parameters|discard_threshold must be in"):
+        ClipParams(**kwargs)
+
+
+def test_clip_params_accept_the_boundaries():
+    for kwargs in (
+        {"num_frames": 1},
+        {"num_frames": 1, "discard_threshold": 0.0},
+        {"num_frames": 1, "discard_threshold": 1.0},
+    ):
+        assert ClipParams(**kwargs).span == 1
+    assert ClipParams(1, frame_stride=1, offset=0).frame_indices(7).tolist() == [7]
+
+
+def test_a_share_equal_to_the_threshold_is_kept():
+    labels = ["a", "a", None, None]  # share 0.5
+    assert [c.share for c in index_clips("v", labels, ClipParams(4, discard_threshold=0.5), [0])] == [0.5]
+    assert index_clips("v", labels, ClipParams(4, discard_threshold=0.51), [0]) == []
+    assert index_clips("v", [None] * 4, ClipParams(4, discard_threshold=0.0), [0]) == []  # no labelled frame
+
+
+def test_ties_go_to_the_first_label_in_sorted_order():
+    assert label_clip(["b", "a", "b", "a"], ClipParams(4), 0) == ("a", 0.5)
+    assert label_clip(["b", "b", "a", None], ClipParams(4), 0) == ("b", 0.5)
+
+
+def test_window_starts_at_the_edges():
+    params = ClipParams(4, frame_stride=2)  # span 7
+    assert list(candidate_starts(7, params)) == [0]
+    assert list(candidate_starts(6, params)) == []
+    assert list(candidate_starts(10, params)) == [0, 1, 2, 3]
+    assert evenly_spaced_starts(6, params, 4) == []  # shorter than one clip
+    assert evenly_spaced_starts(7, params, 4) == [0]  # exactly one clip
+    assert evenly_spaced_starts(11, params, 1) == [2]  # one clip: the middle one
+    assert evenly_spaced_starts(11, params, 3) == [0, 2, 4]
+    assert evenly_spaced_starts(9, params, 4) == [0, 1, 2]  # fewer distinct starts than asked
+    assert evenly_spaced_starts(107, params, 4) == [0, 33, 67, 100]
+
+
+def test_cached_labels_follow_the_source_frames():
+    from movinet.data.clips import cached_labels
+
+    assert cached_labels([0, 2, 4, 6], {0: "a", 4: "b", 5: "c"}) == ["a", None, "b", None]
+
+
+def test_index_clips_records_video_start_label_and_share():
+    from movinet.data.clips import Clip
+
+    labels = ["a"] * 3 + ["b"] * 5
+    clips = index_clips("dir/v.mp4", labels, ClipParams(4, discard_threshold=0.7), [0, 2, 4])
+    assert clips == [Clip("dir/v.mp4", 0, "a", 0.75), Clip("dir/v.mp4", 2, "b", 0.75), Clip("dir/v.mp4", 4, "b", 1.0)]

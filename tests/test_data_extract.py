@@ -14,7 +14,7 @@ import pytest
 from conftest import frame_numbers, gray_frames, write_video
 from movinet.data.clips import Clip, ClipParams
 from movinet.data.dataset import Augment, ClipDataset
-from movinet.data.extract import INDEX_FILE, REPORT_FILE, ExtractionError, extract_videos, load_index
+from movinet.data.extract import REPORT_FILE, ExtractionError, extract_videos, load_index
 from movinet.data.video import list_videos, resample_indices
 
 SHARED_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "videos"
@@ -106,41 +106,71 @@ def test_bad_videos_are_skipped_and_reported(tmp_path):
         extract_videos(videos, tmp_path / "strict2", strict=True, progress=False)
 
 
+KILL_ON_THIRD_VIDEO = """
+import os, signal, sys
+from movinet.data import extract
+
+real_open, opened = extract.open_reader, []
+
+def open_reader(path, **kwargs):
+    reader, calls = real_open(path, **kwargs), []
+    opened.append(path)
+
+    class Reader:
+        def get_batch(self, indices):
+            calls.append(indices)
+            if len(opened) == 3 and len(calls) == 2:  # the third video, its first batch written
+                os.kill(os.getpid(), signal.SIGKILL)
+            return reader.get_batch(indices)
+
+    return Reader()
+
+extract.open_reader = open_reader
+extract.extract_videos(sys.argv[1], sys.argv[2], size=0, progress=False)
+"""
+
+
 def test_killed_extraction_resumes_into_a_complete_cache(tmp_path):
+    """A real SIGKILL at a fixed point (in the third video, with its first batch in the temporary
+    file), then a rerun: the two finished videos are kept, the rest extracted, nothing left over."""
     videos = tmp_path / "videos"
     videos.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(6):  # noisy frames decode slowly enough to interrupt the run mid-way
-        write_video(videos / f"noise{i}.mp4", rng.integers(0, 256, (90, 240, 320, 3), dtype=np.uint8), 25, "libx264")
+    for i in range(6):
+        write_video(videos / f"noise{i}.mp4", gray_frames(60, 48, 64), 25, "libx264")
     out = tmp_path / "cache"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "movinet.cli", "extract", str(videos), str(out), "--size", "0"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        frames = out / "frames"
-        index = out / INDEX_FILE
-        if (
-            frames.is_dir()
-            and index.is_file()
-            and load_index(out)["videos"]
-            and any(p.name.endswith(".tmp") for p in frames.iterdir())
-        ):
-            break
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    killed = subprocess.run([sys.executable, "-c", KILL_ON_THIRD_VIDEO, str(videos), str(out)], capture_output=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
+    assert [p.name for p in (out / "frames").iterdir() if p.name.endswith(".tmp")]  # the third, half-written
     partial = load_index(out)["videos"]
-    assert 0 < len(partial) < 6, "the kill should land mid-way"
+    assert sorted(partial) == ["noise0.mp4", "noise1.mp4"]
     report = extract_videos(videos, out, size=0, progress=False)
     assert sorted(report.unchanged) == sorted(partial)
     index = load_index(out)["videos"]
     assert sorted(index) == [f"noise{i}.mp4" for i in range(6)]
     for entry in index.values():
-        assert np.load(out / entry["file"], mmap_mode="r").shape == (90, 240, 320, 3)
+        frames = np.load(out / entry["file"], mmap_mode="r")
+        assert frames.shape == (60, 48, 64, 3) and frame_numbers(frames) == list(range(60))
     assert sorted(p.name for p in (out / "frames").iterdir()) == sorted(Path(e["file"]).name for e in index.values())
+
+
+def test_a_deleted_source_video_leaves_the_cache_with_its_frames(gray_videos, tmp_path):
+    out = tmp_path / "cache"
+    extract_videos(gray_videos, out, size=32, progress=False)
+    gone = load_index(out)["videos"]["gray.avi"]["file"]
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    for name in ("gray.mp4", "gray.webm"):  # the same folder less gray.avi
+        os.link(gray_videos / name, kept / name)
+    report = extract_videos(kept, out, size=32, progress=False)
+    assert (
+        report.removed == ["gray.avi"]
+        and report.extracted == []
+        and sorted(report.unchanged) == ["gray.mp4", "gray.webm"]
+    )
+    index = load_index(out)["videos"]
+    assert sorted(index) == ["gray.mp4", "gray.webm"] and not (out / gone).exists()
+    assert sorted(p.name for p in (out / "frames").iterdir()) == sorted(Path(e["file"]).name for e in index.values())
+    assert json.loads((out / REPORT_FILE).read_text())["removed"] == ["gray.avi"]
 
 
 def test_parallel_workers_give_the_same_cache(gray_videos, tmp_path):

@@ -117,3 +117,33 @@ def test_the_evaluation_stage_writes_the_hand_computed_numbers(tmp_path):
         "b,0.5,0.5,2",
         "c,0.5,1.0,1",
     ]
+
+
+def test_top5_is_micro_averaged_and_only_with_more_than_five_classes():
+    # 6 classes, 4 clips of class 0 and 1 of class 5. Class 0's clips rank it 1st, 2nd, 6th, 6th;
+    # class 5's clip ranks it 1st. Micro top-5: 3 of 5 clips = 0.6 (macro would average the classes
+    # that occur and give (2/4 + 1/1) / 2 = 0.75, or over all six classes less still).
+    logits = torch.zeros(5, 6)
+    orders = [[0, 1, 2, 3, 4, 5], [1, 0, 2, 3, 4, 5], [1, 2, 3, 4, 5, 0], [5, 4, 3, 2, 1, 0], [5, 0, 1, 2, 3, 4]]
+    for row, order in enumerate(orders):
+        for place, cls in enumerate(order):
+            logits[row, cls] = 10.0 - place
+    labels = torch.tensor([0, 0, 0, 0, 5])
+    metrics = score(logits, labels, 6)
+    assert metrics["test_top5"] == pytest.approx(0.6)
+    assert metrics["test_acc"] == pytest.approx(0.4)  # clips 0 and 4
+    assert "test_top5" not in score(logits[:, :5], labels.clamp(max=4), 5)  # 5 classes: top-5 is always 1
+    assert set(classification_metrics(5).keys()) == {"acc", "macro_f1"}
+
+
+def test_per_class_table_keeps_classes_without_clips_and_rounds_to_four_places():
+    # 4 classes; class "d" has no clip and is never predicted. Precision of "a": 2 of 3 predictions.
+    actual, predicted = [0, 0, 1, 2], [0, 0, 0, 2]
+    table = per_class_table(_logits(predicted, 4), torch.tensor(actual), ["a", "b", "c", "d"])
+    assert table == [
+        {"class": "a", "precision": 0.6667, "recall": 1.0, "support": 2},
+        {"class": "b", "precision": 0.0, "recall": 0.0, "support": 1},
+        {"class": "c", "precision": 1.0, "recall": 1.0, "support": 1},
+        {"class": "d", "precision": 0.0, "recall": 0.0, "support": 0},
+    ]
+    assert confusion_matrix(_logits(predicted, 4), torch.tensor(actual), 4)[3] == [0, 0, 0, 0]

@@ -168,10 +168,12 @@ def test_the_video_model_runs_on_the_device_movinet_device_names(tmp_path, monke
 
 
 def test_concurrent_promotions_leave_the_better_version_champion(registry, monkeypatch):
-    """Two promoters read the same champion; the worse one is slower to decide, so without the lock it
-    would write last and win. With it, the second waits and compares against the first's result."""
+    """Two promoters read the same champion; the worse one decides only once the better one is
+    waiting for the lock, so without the lock it would write last and win. With it, the second
+    waits and compares against the first's result. Events order the threads: no sleeps."""
     import threading
-    import time
+
+    from mlflow.exceptions import MlflowException
 
     from movinet.tracking import promotion
     from movinet.tracking.client import TrackingClient
@@ -179,40 +181,202 @@ def test_concurrent_promotions_leave_the_better_version_champion(registry, monke
     uri, client = registry
     client.set_model_version_tag("m", "1", "test_acc", "0.60")  # v1 0.60 champion, v2 0.70, v3 0.90
     promotion.promote(TrackingClient(uri), "m", "1")
-    decide = promotion._decide
+    decide, deciding, v3_waits = promotion._decide, threading.Event(), threading.Event()
 
-    def slow_decide(candidate, champion, metric, force):
-        time.sleep(0.6 if str(candidate.version) == "2" else 0.05)
+    def decide_when_v3_waits(candidate, champion, metric, force):
+        if str(candidate.version) == "2":
+            deciding.set()
+            assert v3_waits.wait(60)
         return decide(candidate, champion, metric, force)
 
-    monkeypatch.setattr(promotion, "_decide", slow_decide)
+    def v3_client():
+        tracking = TrackingClient(uri)
+        create = tracking.mlflow.create_registered_model
+
+        def create_lock(*args, **kwargs):
+            try:
+                return create(*args, **kwargs)
+            except MlflowException:
+                v3_waits.set()  # the lock is held: v3 waits for it
+                raise
+
+        monkeypatch.setattr(tracking.mlflow, "create_registered_model", create_lock)
+        return tracking
+
+    monkeypatch.setattr(promotion, "_decide", decide_when_v3_waits)
     results = {}
-
-    def run(version):
-        results[version] = promotion.promote(TrackingClient(uri), "m", version)
-
-    threads = [threading.Thread(target=run, args=(v,)) for v in ("2", "3")]
-    threads[0].start()
-    time.sleep(0.1)  # v2's promoter takes the lock first, v3's waits for it
-    threads[1].start()
-    for thread in threads:
-        thread.join()
+    v2 = threading.Thread(target=lambda: results.update({"2": promotion.promote(TrackingClient(uri), "m", "2")}))
+    v2.start()
+    assert deciding.wait(60)  # v2 holds the lock and has read v1 as the champion
+    results["3"] = promotion.promote(v3_client(), "m", "3")
+    v2.join()
     assert champion(client) == "3"
     assert results["2"].promoted and results["3"].promoted and results["3"].champion_before == "2"
     assert [m.name for m in client.search_registered_models()] == ["m"]  # the lock is gone
 
 
-def test_a_stale_promotion_lock_is_broken_and_a_held_one_waited_for(registry):
-    import time
-
+def test_a_stale_promotion_lock_is_broken(registry):
     from movinet.tracking import promotion
     from movinet.tracking.client import TrackingClient
 
     uri, client = registry
     client.create_registered_model("m" + promotion.LOCK_SUFFIX, tags={"created": "0"})  # left by a dead promoter
     assert promotion.promote(TrackingClient(uri), "m", "3").promoted
-    client.create_registered_model("m" + promotion.LOCK_SUFFIX, tags={"created": str(time.time())})
-    held = pytest.raises(ValueError, match="another promotion of m holds 'm.promotion-lock'")
-    with held, promotion.promotion_lock(TrackingClient(uri), "m", wait_s=0.3):
+    assert champion(client) == "3" and [m.name for m in client.search_registered_models()] == ["m"]
+
+
+def test_promotions_in_process_record_each_decision(registry):
+    """The CLI test's sequence through ``promote`` itself, with the exact results and notes."""
+    from movinet.tracking.client import TrackingClient
+    from movinet.tracking.promotion import Promotion, describe, promote
+
+    uri, client = registry
+    tracking = TrackingClient(uri)
+    assert promote(tracking, "m", "1") == Promotion(True, "1", None, "m v1 promoted: first champion (test_acc 0.8000)")
+    assert promote(tracking, "m", 2) == Promotion(
+        False, "2", "1", "m v2 rejected: test_acc 0.7000 is not better than 0.8000 of v1"
+    )
+    assert promote(tracking, "m", "1") == Promotion(False, "1", "1", "v1 is already the champion")
+    assert promote(tracking, "m") == Promotion(True, "3", "1", "m v3 promoted: test_acc 0.9000 > 0.8000 of v1")
+    assert promote(tracking, "m", "2", force=True) == Promotion(
+        True, "2", "3", "m v2 promoted: forced over v3 (test_acc 0.9000)"
+    )
+    assert champion(client) == "2"
+    rows = describe(tracking, "m")
+    assert [(r["version"], r["aliases"], r["test_acc"], r["promotion"]) for r in rows] == [
+        ("1", "", "0.80", "promoted: first champion (test_acc 0.8000)"),
+        ("2", "champion", "0.70", "promoted: forced over v3 (test_acc 0.9000)"),
+        ("3", "", "0.90", "promoted: test_acc 0.9000 > 0.8000 of v1"),
+    ]
+    assert all(r["run_id"] for r in rows) and set(rows[0]) == {"version", "aliases", "test_acc", "promotion", "run_id"}
+    assert [m.name for m in client.search_registered_models()] == ["m"]  # every lock released
+
+
+def test_the_latest_version_is_the_highest_number_and_a_tie_is_not_better(registry, tmp_path):
+    from movinet.tracking.client import TrackingClient
+    from movinet.tracking.promotion import promote
+
+    uri, client = registry
+    run = client.create_run(client.get_experiment_by_name("reg").experiment_id)
+    for n in range(4, 11):  # v4..v10: "10" sorts before "9" as text
+        client.create_model_version("m", (tmp_path / "art" / run.info.run_id).as_uri(), run.info.run_id)
+        client.set_model_version_tag("m", str(n), "test_acc", "0.90" if n == 10 else "0.10")
+    tracking = TrackingClient(uri)
+    promote(tracking, "m", "3")
+    tie = promote(tracking, "m")  # v10 has v3's 0.90: not strictly better
+    assert (tie.version, tie.promoted) == ("10", False)
+    assert tie.message == "m v10 rejected: test_acc 0.9000 is not better than 0.9000 of v3"
+    with pytest.raises(ValueError, match=r"^m has no version 11 \(versions: 1, 2, 3, 4, 5, 6, 7, 8, 9, 10\)$"):
+        promote(tracking, "m", "11")
+    with pytest.raises(ValueError, match=r"^no registered model named 'other'$"):
+        promote(tracking, "other")
+    assert (
+        promote(tracking, "m", "10", metric="val_acc", force=True).message
+        == "m v10 promoted: forced over v3 (val_acc none)"
+    )
+
+
+class _Version:
+    def __init__(self, version: str, **tags: str) -> None:
+        self.version, self.tags = version, tags
+
+
+@pytest.mark.parametrize(
+    "candidate,champion,force,expected",
+    [
+        (_Version("2", test_acc="0.5"), None, False, (True, "first champion (test_acc 0.5000)")),
+        (_Version("2", test_acc="0.5"), _Version("1"), False, (True, "v1 has no test_acc")),
+        (_Version("2", test_acc="0.5"), _Version("1", test_acc="n/a"), False, (True, "v1 has no test_acc")),
+        (
+            _Version("2", test_acc="0.5"),
+            _Version("1", test_acc="0.49999"),
+            False,
+            (True, "test_acc 0.5000 > 0.5000 of v1"),
+        ),
+        (
+            _Version("2", test_acc="0.5"),
+            _Version("1", test_acc="0.5"),
+            False,
+            (False, "test_acc 0.5000 is not better than 0.5000 of v1"),
+        ),
+        (_Version("2"), None, True, (True, "forced")),
+        (_Version("2"), _Version("1", test_acc="0.25"), True, (True, "forced over v1 (test_acc 0.2500)")),
+        (
+            _Version("2", test_acc="0.1"),
+            _Version("1", test_acc="0.9"),
+            True,
+            (True, "forced over v1 (test_acc 0.9000)"),
+        ),
+    ],
+)
+def test_the_promotion_rule(candidate, champion, force, expected):
+    from movinet.tracking.promotion import _decide
+
+    assert _decide(candidate, champion, "test_acc", force) == expected
+
+
+def test_a_version_without_the_metric_needs_force():
+    from movinet.tracking.promotion import _decide
+
+    with pytest.raises(ValueError, match=r"^v2 has no 'test_acc' tag to compare \(use --force to promote anyway\)$"):
+        _decide(_Version("2", test_acc="x"), _Version("1", test_acc="0.5"), "test_acc", False)
+
+
+class _Clock:
+    """Stands in for the ``time`` module inside the lock: every reading advances one second, and
+    sleeping costs nothing (the waits are counted, not slept)."""
+
+    def __init__(self, now: float) -> None:
+        self.now, self.sleeps = now, 0
+
+    def time(self) -> float:
+        self.now += 1.0
+        return self.now
+
+    monotonic = time
+
+    def sleep(self, _seconds: float) -> None:
+        self.sleeps += 1
+
+
+def test_the_lock_waits_its_deadline_then_names_itself(registry, monkeypatch):
+    import time
+
+    from movinet.tracking import promotion
+    from movinet.tracking.client import TrackingClient
+
+    uri, client = registry
+    clock = _Clock(time.time())
+    client.create_registered_model("m.promotion-lock", tags={"created": str(clock.now + 10_000)})  # fresh
+    monkeypatch.setattr(promotion, "time", clock)
+    held = pytest.raises(ValueError, match=r"another promotion of m holds 'm.promotion-lock'; retry")
+    with held, promotion.promotion_lock(TrackingClient(uri), "m", wait_s=5.0):
         pass
-    assert champion(client) == "3"
+    assert 1 <= clock.sleeps <= 5  # it polled until the deadline, not forever and not never
+    assert "m.promotion-lock" in [m.name for m in client.search_registered_models()]  # not its lock to delete
+
+
+@pytest.mark.parametrize("age,broken", [(295.0, False), (305.0, True)])
+def test_a_lock_older_than_the_stale_limit_is_broken(registry, monkeypatch, age, broken):
+    from movinet.tracking import promotion
+    from movinet.tracking.client import TrackingClient
+
+    uri, client = registry
+    assert promotion.LOCK_STALE_S == 300.0
+    clock = _Clock(1_000_000.0)
+    client.create_registered_model("m.promotion-lock", tags={"created": str(clock.now - age)})
+    monkeypatch.setattr(promotion, "time", clock)
+    assert promotion._break_if_stale(TrackingClient(uri), "m.promotion-lock") is broken
+    names = [m.name for m in client.search_registered_models()]
+    assert ("m.promotion-lock" in names) is not broken
+
+
+def test_the_lock_is_released_when_the_promotion_fails(registry):
+    from movinet.tracking import promotion
+    from movinet.tracking.client import TrackingClient
+
+    uri, client = registry
+    with pytest.raises(RuntimeError, match="boom"), promotion.promotion_lock(TrackingClient(uri), "m"):
+        assert "m.promotion-lock" in [m.name for m in client.search_registered_models()]
+        raise RuntimeError("boom")
+    assert [m.name for m in client.search_registered_models()] == ["m"]

@@ -221,13 +221,64 @@ def test_idle_sessions_expire_and_sessions_are_limited(model_file):
     from PIL import Image
 
     predictor = Predictor.from_checkpoints([model_file], Preprocessing.from_config(CONFIG))
-    client = TestClient(create_app(predictor, ServerLimits(session_ttl_s=0.3, max_sessions=2)))
+    app = create_app(predictor, ServerLimits(session_ttl_s=30.0, max_sessions=2))
+    now = [1000.0]
+    app.state.store.clock = lambda: now[0]  # the store's clock, moved by hand: no sleeping
+    client = TestClient(app)
     first = client.post("/streams").json()["id"]
     client.post("/streams")
     assert client.post("/streams").status_code == 429
     png = io.BytesIO()
     Image.fromarray(np.full((48, 64, 3), 128, np.uint8)).save(png, format="PNG")
     assert client.post(f"/streams/{first}/frames", content=png.getvalue()).json()["frames_received"] == 1
-    time.sleep(0.5)
+    now[0] += 30.0  # idle for exactly the TTL: still open
+    assert client.post(f"/streams/{first}/frames", content=png.getvalue()).json()["frames_received"] == 2
+    now[0] += 30.5  # idle past the TTL: gone, and so is the other one
     assert client.post(f"/streams/{first}/frames", content=png.getvalue()).status_code == 404
     assert client.post("/streams").status_code == 201  # the expired ones made room
+
+
+def _served(predictor):
+    from fastapi.testclient import TestClient
+
+    return TestClient(create_app(predictor, ServerLimits()))
+
+
+def _expected_answer(probabilities: np.ndarray, k: int) -> list[dict]:
+    order = np.argsort(-probabilities, kind="stable")[:k]
+    return [{"label": CLASSES[i], "probability": pytest.approx(float(probabilities[i]), abs=2e-6)} for i in order]
+
+
+@pytest.mark.parametrize("kind", ["base", "ensemble"])
+def test_a_base_model_and_an_ensemble_answer_over_http_as_offline(kind, video):
+    """The server's JSON, parsed and compared number by number with the offline predictor: an upload
+    with its timeline, and a stream session, for a base model and for a two-member stream ensemble."""
+    prep = Preprocessing.from_config(CONFIG)
+    if kind == "base":
+        predictor = Predictor([randomize(build("a0", "base", 3), seed=7)], CLASSES, prep)
+    else:
+        members = [randomize(build("a0", "stream", 3), seed=s) for s in (8, 9)]
+        predictor = Predictor(members, CLASSES, prep, offsets=[0, 1], stride=2)
+    offline = predictor.predict(video, per_frame=True)
+    client = _served(predictor)
+    with open(video, "rb") as f:
+        reply = client.post("/predict", params={"per_frame": "true", "top_k": 3}, files={"video": ("v.mp4", f)})
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert (body["video"], body["frames"], body["fps"]) == ("v.mp4", offline.frames, offline.fps)
+    assert body["top"] == _expected_answer(offline.probabilities, 3)
+    assert [(r["frame"], r["time"]) for r in body["per_frame"]] == [(r["frame"], r["time"]) for r in offline.timeline]
+    for row, want in zip(body["per_frame"], offline.timeline):
+        assert row["top"] == _expected_answer(want["probabilities"], 1)
+
+    frames = np.random.default_rng(10).integers(0, 255, (14, 48, 64, 3), dtype=np.uint8)
+    expected = predictor.predict(frames, per_frame=True).timeline
+    key = client.post("/streams").json()["id"]
+    for part in (frames[:5], frames[5:6], frames[6:]):
+        buf = io.BytesIO()
+        np.save(buf, part)
+        reply = client.post(f"/streams/{key}/frames", content=buf.getvalue(), params={"top_k": 3})
+        assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["frames_received"] == 14 and body["frame"] == expected[-1]["frame"]
+    assert body["top"] == _expected_answer(expected[-1]["probabilities"], 3)

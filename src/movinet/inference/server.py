@@ -23,6 +23,7 @@ import math
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
@@ -98,8 +99,12 @@ class _Live:
     """One open session: its own lock (pushes to one stream run in order) and its last use (for expiry)."""
 
     session: StreamSession
-    last_used: float = field(default_factory=time.monotonic)
+    clock: Callable[[], float] = time.monotonic  # the store's: tests set a clock instead of sleeping
+    last_used: float = field(default=0.0)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.last_used = self.clock()
 
     def push(self, key: str, frames: np.ndarray, model: SharedModel, top_k: int) -> dict:
         """Runs the frames and reads the answer under this session's lock (and, unbatched, the
@@ -107,7 +112,7 @@ class _Live:
         the answer; pushes to different sessions of a stream model meet in the batcher."""
         with self.lock, model.pushing():
             rows = self.session.push(frames)
-            self.last_used = time.monotonic()
+            self.last_used = self.clock()
             out = {"id": key, "frames_received": self.session.received, "new_predictions": len(rows)}
             if self.session.last is not None:
                 position, probs = self.session.last
@@ -124,8 +129,10 @@ class SessionStore:
     have registered meanwhile).
     """
 
-    def __init__(self, model: SharedModel, ttl_s: float, max_sessions: int) -> None:
-        self.model, self.ttl_s, self.max_sessions = model, ttl_s, max_sessions
+    def __init__(
+        self, model: SharedModel, ttl_s: float, max_sessions: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.model, self.ttl_s, self.max_sessions, self.clock = model, ttl_s, max_sessions, clock
         self._sessions: dict[str, _Live] = {}
         self._lock = threading.Lock()
 
@@ -135,7 +142,7 @@ class SessionStore:
 
     def expire(self) -> None:
         """Drops the sessions idle longer than the TTL (run on each open and lookup: no timer thread)."""
-        now = time.monotonic()
+        now = self.clock()
         with self._lock:
             for key in [k for k, s in self._sessions.items() if now - s.last_used > self.ttl_s]:
                 del self._sessions[key]
@@ -149,7 +156,7 @@ class SessionStore:
         self.expire()
         with self._lock:
             self._refuse_if_full()
-        live = _Live(self.model.session(fps))  # under the model lock, not the registry's
+        live = _Live(self.model.session(fps), self.clock)  # under the model lock, not the registry's
         with self._lock:
             self._refuse_if_full()
             key = uuid.uuid4().hex
