@@ -162,3 +162,41 @@ def test_a_non_finite_timestamp_is_a_row_error_that_honours_on_error(tmp_path, v
         read_labels(path, VIDEOS)
     labels = read_labels(path, VIDEOS, on_error="skip")
     assert labels.frames == {"a.mp4": {5: "jump"}} and [i.row for i in labels.skipped] == [3]
+
+
+@pytest.mark.parametrize(
+    "value,message",
+    [
+        ("soon", "timestamp 'soon' is not a number"),
+        ("-0.5", "negative timestamp -0.5"),
+        ("2.0", "timestamp 2.0s is past the end (the video lasts 2.000s, 20 frames)"),  # frame 20 of 0..19
+        ("1.96", "timestamp 1.96s is past the end (the video lasts 2.000s, 20 frames)"),  # rounds to frame 20
+    ],
+)
+def test_bad_timestamps_are_named_exactly(tmp_path, value, message):
+    path = _csv(tmp_path, f"filename,timestamp,label\na.mp4,{value},jump\n")
+    with pytest.raises(LabelError) as err:
+        read_labels(path, VIDEOS)
+    assert [(i.row, i.file, i.message) for i in err.value.issues] == [(2, "a.mp4", message)]
+
+
+def test_the_last_frame_by_timestamp_and_the_rounding(tmp_path):
+    path = _csv(tmp_path, "filename,timestamp,label\na.mp4,1.9,jump\na.mp4,0.04,run\na.mp4,0.06,walk\n")
+    assert read_labels(path, VIDEOS).frames["a.mp4"] == {0: "run", 1: "walk", 19: "jump"}  # 10 fps: round(t * 10)
+    slow = _csv(tmp_path, "filename,timestamp,label\nb.mp4,1.5,sit\n")  # b.mp4 is 5 fps: frame 8 (7.5 to even)
+    assert read_labels(slow, VIDEOS).frames["b.mp4"] == {8: "sit"}
+
+
+def test_the_error_lists_every_problem_one_per_line(tmp_path):
+    path = _csv(tmp_path, "filename,frame,label\nzzz.mp4,1,run\na.mp4,x,run\n")
+    with pytest.raises(LabelError) as err:
+        read_labels(path, VIDEOS)
+    assert str(err.value).splitlines() == [
+        f"2 problem(s) in {path}:",
+        f"  {path}: row 2: zzz.mp4: unknown video 'zzz.mp4' (not among the videos, or it could not be decoded)",
+        f"  {path}: row 3: a.mp4: frame 'x' is not a whole number",
+    ]
+    from movinet.data.labels import LabelIssue
+
+    assert str(LabelIssue(None, None, "no classes")) == "file: no classes"
+    assert str(LabelIssue(None, "a.mp4", "unreadable")) == "file: a.mp4: unreadable"

@@ -102,6 +102,7 @@ def test_the_evaluation_stage_writes_the_hand_computed_numbers(tmp_path):
     write_evaluation("m", score(logits, labels, 3), logits, labels, CLASSES, tmp_path / "metrics", tmp_path / "plots")
     written = json.loads((tmp_path / "metrics" / "m.json").read_text())
     assert written["test_acc"] == pytest.approx(4 / 6) and written["test_clips"] == 6
+    assert list(written) == ["test_acc", "test_macro_f1", "test_clips"]  # as computed, headline first
     assert (tmp_path / "plots" / "m" / "confusion.csv").read_text().splitlines() == [
         "actual,predicted",
         "a,a",

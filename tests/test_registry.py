@@ -29,6 +29,13 @@ def cli(uri, *args):
     )
 
 
+def tmp_path_of(client):
+    """The folder of the registry fixture's SQLite file."""
+    from pathlib import Path
+
+    return Path(client.tracking_uri.removeprefix("sqlite:///")).parent
+
+
 def champion(client):
     return str(client.get_model_version_by_alias("m", "champion").version)
 
@@ -242,6 +249,10 @@ def test_promotions_in_process_record_each_decision(registry):
         True, "2", "3", "m v2 promoted: forced over v3 (test_acc 0.9000)"
     )
     assert champion(client) == "2"
+    client.create_registered_model("other")  # another model's versions are not "m"'s
+    client.create_model_version(
+        "other", (tmp_path_of(client) / "x").as_uri(), client.get_model_version("m", "1").run_id
+    )
     rows = describe(tracking, "m")
     assert [(r["version"], r["aliases"], r["test_acc"], r["promotion"]) for r in rows] == [
         ("1", "", "0.80", "promoted: first champion (test_acc 0.8000)"),
@@ -249,7 +260,7 @@ def test_promotions_in_process_record_each_decision(registry):
         ("3", "", "0.90", "promoted: test_acc 0.9000 > 0.8000 of v1"),
     ]
     assert all(r["run_id"] for r in rows) and set(rows[0]) == {"version", "aliases", "test_acc", "promotion", "run_id"}
-    assert [m.name for m in client.search_registered_models()] == ["m"]  # every lock released
+    assert sorted(m.name for m in client.search_registered_models()) == ["m", "other"]  # every lock released
 
 
 def test_the_latest_version_is_the_highest_number_and_a_tie_is_not_better(registry, tmp_path):
