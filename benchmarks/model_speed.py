@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from movinet.models import SPECS, TracedStream, build, optimize_for_inference
+from movinet.models import ARCHS, SPECS, TracedStream, build, optimize_for_inference
+from movinet.models.fast import TracedGraphStream
 from movinet.models.layers import ConvBN
 
 
@@ -50,6 +51,142 @@ def count_macs(model: nn.Module, clip: torch.Tensor) -> int:
     for handle in handles:
         handle.remove()
     return total
+
+
+def gemm_peak(threads: int, size: int = 2048, repeats: int = 5) -> dict:
+    """The achievable fp32 ceiling: GFLOP/s of a ``size``³ ``torch.mm`` (2·size³ FLOP per product),
+    best and median of ``repeats`` (best is the ceiling; the median shows how noisy the machine is)."""
+    a, b = torch.rand(size, size), torch.rand(size, size)
+    torch.mm(a, b)
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        rates.append(2 * size**3 / (time.perf_counter() - start) / 1e9)
+    return {"best": max(rates), "median": statistics.median(rates), "threads": threads}
+
+
+def fma_peak(threads: int) -> tuple[float | None, str]:
+    """The theoretical fp32 FMA peak in GMAC/s for ``threads`` cores, from /proc/cpuinfo: clock ×
+    FMAs per cycle. AMD Zen 3/4 (family 25) and AVX2 cores have two 256-bit FMA pipes (16 fp32 FMA
+    per cycle; Zen 4 runs AVX-512 as two halves); Intel AVX-512 servers and Zen 5 two 512-bit pipes (32)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None, "no /proc/cpuinfo"
+    field = {}
+    for line in info.splitlines():
+        key, _, value = line.partition(":")
+        field.setdefault(key.strip(), value.strip())
+    flags = set(field.get("flags", "").split())
+    if "fma" not in flags or "cpu MHz" not in field:
+        return None, "no FMA flag or clock in /proc/cpuinfo"
+    ghz = float(field["cpu MHz"]) / 1e3
+    amd, family = field.get("vendor_id") == "AuthenticAMD", int(field.get("cpu family", "0"))
+    wide = "avx512f" in flags and ((amd and family >= 26) or not amd)
+    per_cycle = 32 if wide else 16
+    name = field.get("model name", "?")
+    note = f"{threads} cores x {per_cycle} fp32 FMA/cycle x {ghz:.3f} GHz ({name}, family {family})"
+    return threads * per_cycle * ghz, note
+
+
+def load_peer(path: str):
+    """The PyTorch port (Atze00/MoViNet-pytorch) from a checkout at ``path``: its ``movinets`` package
+    and its config. Its code is never part of this project; its imports are its own needs."""
+    root = Path(path).resolve()
+    if not (root / "movinets" / "models.py").is_file():
+        raise SystemExit(f"--peer {path}: no movinets/models.py there; give a checkout of Atze00/MoViNet-pytorch")
+    sys.path.insert(0, str(root))
+    try:
+        from movinets import MoViNet as PeerMoViNet
+        from movinets.config import _C
+    except ModuleNotFoundError as err:
+        raise SystemExit(
+            f"--peer {path}: the port imports {err.name!r}, which is not installed here (pip install {err.name}; "
+            "the port needs it, this project does not)"
+        ) from err
+    return PeerMoViNet, _C
+
+
+def peer_model(peer, arch: str, variant: str) -> nn.Module:
+    """The port's model as its README builds it: base = non-causal 3-D convs, stream = causal (2+1)-D
+    with its activation buffers; TF-like padding, random weights, eval mode."""
+    cls, cfg = peer
+    causal = variant == "stream"
+    conv_type = "2plus1d" if causal else "3d"
+    return cls(getattr(cfg.MODEL, f"MoViNet{arch.upper()}"), causal=causal, conv_type=conv_type, tf_like=True).eval()
+
+
+def alternate(paths: dict, repeats: int) -> dict:
+    """Median seconds of each path, the paths taking turns in every round so that load from other
+    processes falls on all of them alike (one warm-up call each first)."""
+    times: dict = {name: [] for name in paths}
+    for fn in paths.values():
+        fn()
+    for _ in range(repeats):
+        for name, fn in paths.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def peer_clip(peer, arch: str, frames: int, repeats: int) -> dict:
+    res = SPECS[arch].resolution
+    theirs, ours = peer_model(peer, arch, "base"), optimize_for_inference(build(arch, "base").eval())
+    clip = torch.rand(1, 3, frames, res, res)
+    with torch.inference_mode():
+        return alternate({"port": lambda: theirs(clip), "ours": lambda: ours(clip)}, repeats)
+
+
+def peer_stream(peer, arch: str, frames: int, repeats: int) -> dict:
+    """Per-frame stream latency of the port, our traced model graph (the stream path before the
+    per-frame step, still the one off the CPU) and ``TracedStream``, taking turns frame by frame."""
+    res = SPECS[arch].resolution
+    model = build(arch, "stream").eval()
+    theirs, graph, ours = peer_model(peer, arch, "stream"), TracedGraphStream(model), TracedStream(model)
+    clip = torch.rand(1, 3, frames, res, res)
+    times: dict = {"port": [], "graph": [], "ours": []}
+    with torch.inference_mode():
+        for rep in range(repeats + 1):  # the first pass warms all up and is not counted
+            theirs.clean_activation_buffers()
+            states = {"graph": graph.init_state(), "ours": ours.init_state()}
+            for t in range(frames):
+                frame = clip[:, :, t : t + 1]
+                start = time.perf_counter()
+                theirs(frame)
+                lap = [time.perf_counter()]
+                _, states["graph"] = graph(frame, states["graph"])
+                lap.append(time.perf_counter())
+                _, states["ours"] = ours(frame, states["ours"])
+                lap.append(time.perf_counter())
+                if rep:
+                    times["port"].append(lap[0] - start)
+                    times["graph"].append(lap[1] - lap[0])
+                    times["ours"].append(lap[2] - lap[1])
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def print_peer(path: str, frames: int, repeats: int) -> None:
+    peer = load_peer(path)
+    print(f"\n## Against the PyTorch port ({path}), same run, random weights, taking turns")
+    print("| model | port | ours | port / ours | ours before: traced model graph | port / before |")
+    print("|---|---|---|---|---|---|")
+    for arch in ("a0", "a2"):
+        res = SPECS[arch].resolution
+        r = peer_clip(peer, arch, frames, repeats)
+        print(
+            f"| {arch.upper()} base {frames}x{res}^2 | {r['port']:.3f} s | {r['ours']:.3f} s | "
+            f"{r['port'] / r['ours']:.2f}x | | |",
+            flush=True,
+        )
+    for arch in ("a0", "a2"):
+        r = peer_stream(peer, arch, frames, max(1, repeats // 2))
+        print(
+            f"| {arch.upper()} stream, per frame | {r['port'] * 1e3:.2f} ms | {r['ours'] * 1e3:.2f} ms | "
+            f"{r['port'] / r['ours']:.2f}x | {r['graph'] * 1e3:.2f} ms | {r['port'] / r['graph']:.2f}x |",
+            flush=True,
+        )
 
 
 def timed(fn, repeats: int, sync=lambda: None) -> float:
@@ -153,6 +290,21 @@ def stream_memory(arch: str, frames: int, threads: int) -> dict:
     return {"peak_50": peak50, "peak_n": peak_n, "rss_50": rss50, "rss_n": rss_n, "ratio": peak_n / peak50}
 
 
+def print_peak(threads: int, a0_gmacs: float | None) -> None:
+    """The CPU's fp32 ceiling, measured and theoretical, and the A0 base clip's share of it."""
+    peak = gemm_peak(threads)
+    theory, note = fma_peak(threads)
+    print(f"\n## fp32 peak, {threads} threads (1 MAC = 2 FLOP)")
+    print("| ceiling | GFLOP/s | GMAC/s | A0 base share |")
+    print("|---|---|---|---|")
+    share = f" {a0_gmacs / (peak['best'] / 2):.0%} |" if a0_gmacs else " |"
+    best, median = peak["best"], peak["median"]
+    print(f"| 2048^3 torch.mm, best (median) | {best:.1f} ({median:.1f}) | {best / 2:.1f} |{share}")
+    if theory is not None:
+        share = f" {a0_gmacs / theory:.0%} |" if a0_gmacs else " |"
+        print(f"| theoretical FMA peak: {note} | {2 * theory:.1f} | {theory:.1f} |{share}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -160,30 +312,53 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--frames", type=int, default=50, help="clip length for clip and stream timings")
     parser.add_argument("--memory-frames", type=int, default=1000)
+    parser.add_argument("--peer", metavar="PATH", help="a checkout of Atze00/MoViNet-pytorch to time side by side")
+    parser.add_argument("--peer-only", action="store_true", help="with --peer: only the peak and the port comparison")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cpu = platform.processor() or platform.machine()
     print(f"# movinet model speed: torch {torch.__version__}, {args.device}, {args.threads} threads, {cpu}")
     if args.device == "cuda":
         print(f"# GPU: {torch.cuda.get_device_name()}")
+    a0_gmacs = None
+    if not args.peer_only:
+        a0_gmacs = print_clips(args)
+    if args.device == "cpu":
+        print_peak(args.threads, a0_gmacs)
+    if args.peer:
+        print_peer(args.peer, args.frames, args.repeats)
+    if args.peer_only:
+        return
+    print_streams(args)
+    if args.device == "cpu":
+        print_memory(args)
 
+
+def print_clips(args) -> float:
+    """The base clip table; returns A0's GMAC/s on the fast path."""
     print("\n## Base clip latency (1 x 3 x T x res^2)")
     print("| model | clip | GMAC | eager s | fast s | speed-up | fast GMAC/s |")
     print("|---|---|---|---|---|---|---|")
+    rates = {}
     for arch in ("a0", "a2"):
         r = clip_latency(arch, args.frames, args.repeats, args.device)
         res = SPECS[arch].resolution
+        rates[arch] = r["gmacs"] / r["fast_s"]
         print(
             f"| {arch.upper()} base | {args.frames}x{res}^2 | {r['gmacs']:.2f} | {r['eager_s']:.3f} | "
-            f"{r['fast_s']:.3f} | {r['eager_s'] / r['fast_s']:.2f}x | {r['gmacs'] / r['fast_s']:.1f} |"
-            + (f" bf16 autocast {r['fast_bf16_s']:.4f} s |" if "fast_bf16_s" in r else "")
+            f"{r['fast_s']:.3f} | {r['eager_s'] / r['fast_s']:.2f}x | {rates[arch]:.1f} |"
+            + (f" bf16 autocast {r['fast_bf16_s']:.4f} s |" if "fast_bf16_s" in r else ""),
+            flush=True,
         )
+    return rates["a0"]
 
+
+def print_streams(args) -> None:
     print("\n## Stream per-frame latency (one frame per call, state carried)")
     header = "| model | res | GMAC/frame | eager ms | fast ms | traced ms | speed-up (traced) | traced GMAC/s |"
     print(header + (" onnxruntime ms |" if args.device == "cpu" else ""))
     print("|---|---|---|---|---|---|---|---|" + ("---|" if args.device == "cpu" else ""))
-    for arch in ("a0", "a1", "a2"):
+    for arch in ARCHS:
         r = stream_latency(arch, args.frames, args.device)
         line = (
             f"| {arch.upper()} stream | {SPECS[arch].resolution} | {r['gmacs_frame']:.3f} | "
@@ -194,18 +369,19 @@ def main() -> None:
             line += f" {r['onnxruntime_ms']:.2f} |"
         print(line, flush=True)
 
-    if args.device == "cpu":
-        print("\n## Streaming memory (peak RSS, fast path, one process)")
-        n = args.memory_frames
-        print(f"| model | peak after 50 frames MB | peak after {n} MB | ratio | RSS after 50 MB | RSS after {n} MB |")
-        print("|---|---|---|---|---|---|")
-        for arch in ("a0", "a2"):
-            r = stream_memory(arch, n, args.threads)
-            print(
-                f"| {arch.upper()} stream | {r['peak_50']:.1f} | {r['peak_n']:.1f} | {r['ratio']:.3f} | "
-                f"{r['rss_50']:.1f} | {r['rss_n']:.1f} |",
-                flush=True,
-            )
+
+def print_memory(args) -> None:
+    print("\n## Streaming memory (peak RSS, fast path, one process)")
+    n = args.memory_frames
+    print(f"| model | peak after 50 frames MB | peak after {n} MB | ratio | RSS after 50 MB | RSS after {n} MB |")
+    print("|---|---|---|---|---|---|")
+    for arch in ("a0", "a2"):
+        r = stream_memory(arch, n, args.threads)
+        print(
+            f"| {arch.upper()} stream | {r['peak_50']:.1f} | {r['peak_n']:.1f} | {r['ratio']:.3f} | "
+            f"{r['rss_50']:.1f} | {r['rss_n']:.1f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,95 @@
+"""The per-frame CPU stream step (``FrameStep``, what ``TracedStream`` runs on the CPU in float32)
+is the model: the same logits and the same state, frame by frame, for every arch, batch size,
+frames per call and per-clip frame counter; elsewhere ``TracedStream`` falls back to the traced graph."""
+
+import pytest
+import torch
+
+from conftest import randomize
+from movinet.models import ARCHS, TracedStream, build, optimize_for_inference
+from movinet.models.fast import FrameStep
+
+H, W = 40, 32  # small and not square: every block still sees a map of at least 2x2
+
+
+def _relative(a, b):
+    return (a - b).abs().max().item() / b.abs().max().item()
+
+
+def _assert_same_state(ours, ref):
+    assert sorted(ours) == sorted(ref)
+    for name in ref:
+        assert ours[name].shape == ref[name].shape, name
+        torch.testing.assert_close(ours[name], ref[name], rtol=1e-5, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_frame_step_equals_the_model_frame_by_frame_and_the_clip(arch):
+    model = randomize(build(arch, "stream", 10), seed=4)
+    traced = TracedStream(model, image_size=(H, W))
+    assert traced._frame_step  # the CPU float32 path, not the fallback
+    clip = torch.rand(1, 3, 3, H, W, generator=torch.Generator().manual_seed(5))
+    ours, ref = traced.init_state(), model.init_state(1, (H, W))
+    with torch.no_grad():
+        for t in range(3):
+            logits, ours = traced(clip[:, :, t : t + 1], ours)
+            expected, ref = model(clip[:, :, t : t + 1], ref)
+            assert _relative(logits, expected) <= 1e-5, f"frame {t}"
+        whole = model(clip)
+    assert _relative(logits, whole) <= 1e-5
+    _assert_same_state(ours, ref)
+
+
+def test_batch_with_per_clip_frame_counts_and_several_frames_per_call():
+    """Two clips that started at different times (a (2,) frame counter, as the stream batcher
+    stacks them), two frames per call: the same as the model from the same stacked state."""
+    model = randomize(build("a1", "stream", 6), seed=6)
+    fast = optimize_for_inference(model)
+    early = torch.rand(1, 3, 3, H, W)
+    with torch.no_grad():
+        _, state_a = fast(early, fast.init_state(1, (H, W)))
+    state_b = fast.init_state(1, (H, W))
+    stacked = {k: torch.cat([state_a[k], state_b[k]]) for k in state_a}
+    assert stacked["frame_count"].tolist() == [3.0, 0.0]
+    traced = TracedStream(model, image_size=(H, W), batch_size=2, frames_per_step=2)
+    frames = torch.rand(2, 3, 2, H, W)
+    logits, ours = traced(frames, dict(stacked))
+    with torch.no_grad():
+        expected, ref = fast(frames, dict(stacked))
+    assert _relative(logits, expected) <= 1e-5
+    _assert_same_state(ours, ref)
+
+
+def test_states_interchange_with_the_model():
+    """A stream can start on the model and go on with the traced step, and back: one state."""
+    model = randomize(build("a0", "stream", 5), seed=7)
+    traced = TracedStream(model, image_size=(H, W))
+    clip = torch.rand(1, 3, 4, H, W)
+    with torch.no_grad():
+        _, state = model(clip[:, :, :2], model.init_state(1, (H, W)))
+        _, state = traced(clip[:, :, 2:3], state)
+        logits, _ = model(clip[:, :, 3:], state)
+        whole = model(clip)
+    assert _relative(logits, whole) <= 1e-5
+
+
+def test_frame_step_needs_a_folded_float32_cpu_stream_model():
+    stream = build("a0", "stream", 3).eval()
+    assert not FrameStep.supports(stream)  # BN not folded yet
+    assert FrameStep.supports(optimize_for_inference(stream))
+    assert not FrameStep.supports(optimize_for_inference(build("a0", "base", 3)))
+    assert not FrameStep.supports(optimize_for_inference(stream.double()))
+    with pytest.raises(ValueError, match="BN-folded float32"):
+        FrameStep(stream, 1, (H, W), list(stream.init_state(1, (H, W))))
+
+
+def test_other_dtypes_fall_back_to_the_traced_graph():
+    model = randomize(build("a0", "stream", 4), seed=8).double()
+    traced = TracedStream(model, image_size=(H, W))
+    assert not traced._frame_step
+    clip = torch.rand(1, 3, 2, H, W, dtype=torch.float64)
+    state = traced.init_state()
+    for t in range(2):
+        logits, state = traced(clip[:, :, t : t + 1], state)
+    with torch.no_grad():
+        assert _relative(logits, model(clip)) <= 1e-9
