@@ -3,14 +3,16 @@ resume from last.ckpt, continuing from a registered MLflow model. Tiny sizes thr
 
 from __future__ import annotations
 
+import copy
 import json
+import math
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -57,31 +59,62 @@ def project(tmp_path_factory):
     return root
 
 
-def mlflow_client(root: Path):
+def mlflow_client(root: Path, store: Path | None = None):
+    """The project's MLflow store (``store``: another copy of its database)."""
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    return MlflowClient(f"sqlite:///{store or root / 'mlflow.db'}")
 
 
-def runs_named(root: Path, name: str):
-    client = mlflow_client(root)
+def runs_named(client, name: str):
     experiment = client.get_experiment_by_name("movinet")
     return client.search_runs([experiment.experiment_id], filter_string=f"attributes.run_name = '{name}'")
 
 
+@dataclass
+class FirstRepro:
+    """What the project's first ``dvc repro`` printed, traced and left, kept as it was then."""
+
+    first: subprocess.CompletedProcess
+    second: subprocess.CompletedProcess  # the ``dvc repro`` right after: nothing to do
+    traces: Path  # per stage: what it imported, opened, listed and wrote (``tests/tracing``)
+    store: Path  # a copy of mlflow.db
+    metrics: dict[str, dict]  # metrics/<model>.json
+    confusion: dict[str, str]  # plots/<model>/confusion.csv
+    metrics_show: dict  # dvc metrics show --json
+    plots_show: dict  # dvc plots show --json
+
+
 @pytest.fixture(scope="module")
-def first_repro(project, tmp_path_factory):
-    """The first ``dvc repro`` of the tiny project, every stage traced (``tests/tracing``)."""
-    traces = tmp_path_factory.mktemp("traces")
+def first_repro(project, tmp_path_factory) -> FirstRepro:
+    """The first ``dvc repro`` of the tiny project, every stage traced. Forced, so that every stage runs
+    (and is traced) whatever a test ran before it (some run ``dvc repro ingest_labels``); the tests
+    that run the whole pipeline ask for this fixture, so none runs before it. What it left is copied
+    and read at once: later tests change the project (a changed parameter trains again, promotion
+    moves the champion alias, register adds versions)."""
+    traces, kept = tmp_path_factory.mktemp("traces"), tmp_path_factory.mktemp("first_repro")
     env = {**ENV, "PYTHONPATH": str(TRACING), "MOVINET_TRACE_DIR": str(traces)}
-    done = subprocess.run(["dvc", "repro"], cwd=project, env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        ["dvc", "repro", "--force"], cwd=project, env=env, capture_output=True, text=True, timeout=900
+    )
     if done.returncode != 0:
         raise AssertionError(f"dvc repro failed:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}")
-    return done, traces
+    second = sh("dvc", "repro", cwd=project)
+    shutil.copy(project / "mlflow.db", kept / "mlflow.db")
+    return FirstRepro(
+        done,
+        second,
+        traces,
+        kept / "mlflow.db",
+        {m: json.loads((project / "metrics" / f"{m}.json").read_text()) for m in ("video", "baseline", "ensemble")},
+        {m: (project / "plots" / m / "confusion.csv").read_text() for m in ("video", "baseline")},
+        json.loads(sh("dvc", "metrics", "show", "--json", cwd=project).stdout),
+        json.loads(sh("dvc", "plots", "show", "--json", cwd=project).stdout),
+    )
 
 
 def test_dvc_repro_end_to_end_then_nothing_to_do(project, first_repro):
-    first, _ = first_repro
+    first = first_repro.first
     assert ran_stages(first.stdout) == {
         "demo_data",
         "extract_frames",
@@ -95,35 +128,33 @@ def test_dvc_repro_end_to_end_then_nothing_to_do(project, first_repro):
         "register@ensemble",
     }
     for name in ("video", "baseline"):
-        metrics = json.loads((project / "metrics" / f"{name}.json").read_text())
+        metrics = first_repro.metrics[name]
         assert {"test_acc", "test_top5", "test_macro_f1"} <= set(metrics)
         assert 0.0 <= metrics["test_acc"] <= 1.0
-        assert (project / "plots" / name / "confusion.csv").read_text().startswith("actual,predicted\n")
-    shown = json.loads(sh("dvc", "metrics", "show", "--json", cwd=project).stdout)
-    files = next(iter(shown.values()))["data"]
+        assert first_repro.confusion[name].startswith("actual,predicted\n")
+    files = next(iter(first_repro.metrics_show.values()))["data"]
     assert {"metrics/video.json", "metrics/baseline.json"} <= set(files)
 
-    (run,) = runs_named(project, "video")
+    client = mlflow_client(project, first_repro.store)
+    (run,) = runs_named(client, "video")
     assert run.info.status == "FINISHED"
     assert run.data.params["data.clips.num_frames"] == "4" and "dataset.fingerprint" in run.data.tags
     assert "test_acc" in run.data.metrics and "best_val_acc" in run.data.metrics
-    client = mlflow_client(project)
     history = client.get_metric_history(run.info.run_id, "train_loss")
     assert len(history) >= 2  # a curve, per step
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
     expected = {"evaluation/test_confusion_matrix.png", "evaluation/test_per_class.csv", "evaluation/index.html"}
     assert expected <= artifacts  # index.html: the evaluation report
-    (baseline,) = runs_named(project, "baseline")
+    (baseline,) = runs_named(client, "baseline")
     assert baseline.data.params["model.frames"] == "1"
 
     # The ensemble: members at half the rate on alternating frames, child runs of one parent.
-    metrics = json.loads((project / "metrics" / "video.json").read_text())
-    ensemble = json.loads((project / "metrics" / "ensemble.json").read_text())
+    metrics, ensemble = first_repro.metrics["video"], first_repro.metrics["ensemble"]
     assert set(ensemble["members"]) == {"m0", "m1"}
     best = max(m["test_acc"] for m in ensemble["members"].values())
     assert ensemble["gain_over_best_member"] == pytest.approx(ensemble["test_acc"] - best)
     assert ensemble["test_clips"] == metrics["test_clips"]  # the base model's test clips
-    (parent,) = runs_named(project, "ensemble")
+    (parent,) = runs_named(client, "ensemble")
     members = client.search_runs(
         [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
     )
@@ -142,16 +173,17 @@ def test_dvc_repro_end_to_end_then_nothing_to_do(project, first_repro):
     champion = client.get_model_version_by_alias("movinet-demo", "champion")
     assert float(champion.tags["test_acc"]) == max(float(v.tags["test_acc"]) for v in versions.values())
 
-    plots = json.loads(sh("dvc", "plots", "show", "--json", cwd=project).stdout)["data"]
+    plots = first_repro.plots_show["data"]
     compared = plots["recall per class (video model, ensemble, single-frame baseline)"][0]["content"]["data"]["values"]
     assert {row["filename"] for row in compared} == {f"{m}/per_class.csv" for m in ("video", "ensemble", "baseline")}
 
-    second = sh("dvc", "repro", cwd=project)
+    second = first_repro.second
     assert ran_stages(second.stdout) == set()
     assert "Data and pipelines are up to date" in second.stdout
 
 
 def test_changing_frame_stride_reruns_only_what_uses_it(project, first_repro):
+    sh("dvc", "repro", cwd=project)  # up to date whatever ran before (DVC's run cache restores outputs)
     sh(sys.executable, "-m", "movinet.cli", "params", *TINY, "data.clips.frame_stride=2", cwd=project)
     try:
         done = sh("dvc", "repro", cwd=project)
@@ -160,6 +192,7 @@ def test_changing_frame_stride_reruns_only_what_uses_it(project, first_repro):
         assert ran_stages(done.stdout) == expected
     finally:
         sh(sys.executable, "-m", "movinet.cli", "params", *TINY, cwd=project)
+        sh("dvc", "repro", cwd=project)  # the outputs of the original parameters back (run cache)
 
 
 # What a stage may touch without declaring it: the MLflow store, Hydra's run logs, git and DVC's own files.
@@ -230,7 +263,7 @@ def test_each_stage_declares_exactly_what_it_reads_and_writes(project, first_rep
     deps by containment. What it writes lies inside its declared outs. Hydra's composition reads
     conf/ for every job; of that only a group the command line switches (model=frame_baseline) is
     an input, since params.yaml holds everything else."""
-    _, traces = first_repro
+    traces = first_repro.traces
     problems = []
     for name, stage in _declared(project).items():
         args = stage["cmd"].split()[1:]
@@ -306,47 +339,193 @@ def test_multirun_is_one_parent_with_child_runs(project):
     assert "sweep_summary.csv" in {a.path for a in client.list_artifacts(parent.info.run_id)}
 
 
-def test_interrupted_run_resumes_into_the_same_mlflow_run(project):
-    sh("dvc", "repro", "ingest_labels", cwd=project)
-    cmd = [sys.executable, "pipelines/train.py", "train.steps=400", "train.eval_interval=2", "train.name=resume"]
-    out = project / "models" / "resume"
-    proc = subprocess.Popen(cmd, cwd=project, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline and not (out / "checkpoints" / "last.ckpt").is_file():
-        time.sleep(0.2)
-    time.sleep(1.0)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    first = json.loads((out / "run.json").read_text())
-    assert first["finished"] is False
-    sh(*cmd[:2], "train.steps=8", *cmd[3:], cwd=project, check=False)  # another config: starts over
-    restarted = json.loads((out / "run.json").read_text())
-    assert restarted["mlflow_run_id"] != first["mlflow_run_id"]
+# A run stopped right after writing last.ckpt, then started again, against one never stopped: 8 steps,
+# one batch per epoch (every checkpoint at an epoch boundary: Lightning restarts a non-stateful loader at
+# the start of its epoch), a checkpoint every 4 steps, warmup over 3.
+STEPS, WARMUP, STOP_AT = 8, 3, 4
+RESUME = [
+    f"train.steps={STEPS}",
+    f"train.eval_interval={STOP_AT}",
+    f"optim.warmup_steps={WARMUP}",
+    "data.loader.batch_size=16",
+]
 
-    started = time.time()
-    proc = subprocess.Popen(cmd, cwd=project, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    last = out / "checkpoints" / "last.ckpt"
-    while time.time() < deadline and not (last.is_file() and last.stat().st_mtime > started):
-        time.sleep(0.2)
-    time.sleep(1.0)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    interrupted = json.loads((out / "run.json").read_text())
-    assert interrupted["finished"] is False and interrupted["mlflow_run_id"] != restarted["mlflow_run_id"]
-    sh(*cmd[:2], "train.steps=400", *cmd[3:], cwd=project)
-    done = json.loads((out / "run.json").read_text())
-    assert done["finished"] is True and done["mlflow_run_id"] == interrupted["mlflow_run_id"]
-    run = mlflow_client(project).get_run(done["mlflow_run_id"])
-    assert run.info.status == "FINISHED"
-    steps = [m.step for m in mlflow_client(project).get_metric_history(run.info.run_id, "train_loss")]
-    assert max(steps) >= 390
+
+class Stopped(Exception):
+    """Raised right after ``last.ckpt`` is written: the files a kill at that moment leaves behind."""
+
+
+def _gray_project(root: Path) -> list[str]:
+    """Six tiny gray videos of two classes, extracted and ingested; the overrides that point at them."""
+    from conftest import gray_frames, write_video
+    from movinet.data.extract import extract_videos
+    from movinet.data.ingest import ingest_labels
+
+    videos = root / "videos"
+    videos.mkdir()
+    for i in range(6):
+        write_video(videos / f"v{i}.mp4", gray_frames(40, 32, 32, step=3 + i % 3), 10, "libx264")
+    (root / "labels.csv").write_text("filename,label\n" + "".join(f"v{i}.mp4,{'ab'[i % 2]}\n" for i in range(6)))
+    extract_videos(videos, root / "frames", size=0, progress=False)
+    ingest_labels(root / "labels.csv", root / "frames", root / "labels")
+    # a few windows per training video: all of them fit one batch
+    return [
+        f"data.extract.out_dir={root / 'frames'}",
+        f"data.labels.out_dir={root / 'labels'}",
+        "data.clips.train_hop=16",
+    ]
+
+
+def _resume_callbacks():
+    import torch
+    from lightning.pytorch.callbacks import Callback
+
+    class SeedEachEpoch(Callback):
+        """Each epoch's random draws (batch order, crops, dropout, stochastic depth) from a seed of its
+        own. A checkpoint does not hold the RNG state, so a resumed run would otherwise draw other
+        masks: what must carry over exactly (weights, optimizer, schedule, step) is what is compared."""
+
+        def on_train_epoch_start(self, trainer, module):
+            torch.manual_seed(1000 + trainer.current_epoch)
+
+    class StopAt(Callback):
+        def __init__(self, step: int) -> None:
+            self.step = step
+
+        def on_train_epoch_end(self, trainer, module):  # after the validation and checkpoint of the step
+            if trainer.global_step == self.step:
+                raise Stopped(self.step)
+
+    class AtStart(Callback):
+        """What a run starts training from: its step, weights, optimizer state and schedule position."""
+
+        def on_train_start(self, trainer, module):
+            scheduler = trainer.lr_scheduler_configs[0].scheduler
+            self.seen = {
+                "step": trainer.global_step,
+                "batches_per_epoch": trainer.num_training_batches,
+                "weights": {k: v.clone() for k, v in module.state_dict().items()},
+                "optimizer": copy.deepcopy(trainer.optimizers[0].state_dict()),
+                "schedule": scheduler.last_epoch,
+                "lr": scheduler.get_last_lr()[0],
+            }
+
+    return SeedEachEpoch, StopAt, AtStart
+
+
+def warmup_cosine_lr(step: int, base: float, warmup: int, total: int) -> float:
+    """The schedule by hand: linear warmup to ``base`` over ``warmup`` steps, then cosine to 0 at ``total``."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    return base * 0.5 * (1 + math.cos(math.pi * (step - warmup) / (total - warmup)))
+
+
+@pytest.fixture()
+def in_process_training(tmp_path, monkeypatch):
+    """run_training in this process, leaving nothing behind: its MLflow store in tmp_path, and the
+    global RNGs, torch threads, tracking URI and seed variables it sets restored afterwards."""
+    import random
+
+    import numpy as np
+    import torch
+    from mlflow.tracking import _tracking_service
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setattr(_tracking_service.utils, "_tracking_uri", _tracking_service.utils._tracking_uri)
+    for name in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS"):
+        monkeypatch.setenv(name, os.environ.get(name, ""))
+    states, threads = (random.getstate(), np.random.get_state()), torch.get_num_threads()
+    with torch.random.fork_rng():
+        yield tmp_path
+    random.setstate(states[0])
+    np.random.set_state(states[1])
+    torch.set_num_threads(threads)
+
+
+def _resumes(out: Path, cfg, folder: Path, finished: bool = False) -> str | None:
+    """Whether ``run_training(cfg)`` would resume the run left in ``out``, decided on a copy of it in
+    ``folder``: the MLflow run id it continues, or None when it starts over (the copy is then cleared)."""
+    from movinet.config import config_dict
+    from movinet.training.run import _resume_state, _Run
+
+    shutil.copytree(out, folder)
+    if finished:
+        record = json.loads((folder / "run.json").read_text())
+        (folder / "run.json").write_text(json.dumps({**record, "finished": True}))
+    run = _Run(cfg, config_dict(cfg), folder, folder.parent, "unused")
+    _resume_state(run)
+    assert (run.resume_from is not None) == folder.exists() == (run.run_id is not None)
+    return run.run_id
+
+
+def _metric_history(client, run_id: str, name: str) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, name))
+
+
+def test_a_stopped_run_resumes_exactly_where_it_stopped(in_process_training):
+    """Stopped after step 4 of 8 and started again, the run continues from last.ckpt: step, weights, optimizer
+    state and schedule position as saved, then the same weights, losses and learning rates as a run never
+    stopped; one MLflow run with each step logged once. Another config starts over instead."""
+    import torch
+    from mlflow.tracking import MlflowClient
+
+    from conftest import tiny_config
+    from movinet.config import to_config
+    from movinet.training.run import run_training
+
+    root = in_process_training
+    data = _gray_project(root)
+    cfg = to_config(tiny_config(*data, *RESUME))
+    SeedEachEpoch, StopAt, AtStart = _resume_callbacks()
+    straight = run_training(cfg, root / "straight", root, callbacks=[SeedEachEpoch()])
+    out = root / "resumed"
+    with pytest.raises(Stopped):
+        run_training(cfg, out, root, callbacks=[SeedEachEpoch(), StopAt(STOP_AT)])
+    stopped = json.loads((out / "run.json").read_text())
+    saved = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert stopped["finished"] is False and saved["global_step"] == STOP_AT
+
+    # The same config continues the stopped run; another config, or a finished run, starts over.
+    assert _resumes(out, cfg, root / "same") == stopped["mlflow_run_id"]
+    assert _resumes(out, to_config(tiny_config(*data, *RESUME, "train.steps=12")), root / "other") is None
+    assert _resumes(out, cfg, root / "finished", finished=True) is None
+
+    probe = AtStart()
+    resumed = run_training(cfg, out, root, callbacks=[SeedEachEpoch(), probe])
+    start = probe.seen
+    assert start["step"] == STOP_AT and start["batches_per_epoch"] == 1
+    lr = lambda step: warmup_cosine_lr(step, cfg.optim.lr, WARMUP, STEPS)  # noqa: E731
+    assert start["schedule"] == STOP_AT and start["lr"] == pytest.approx(lr(STOP_AT))
+    for key, value in saved["state_dict"].items():
+        assert torch.equal(start["weights"][key], value), key
+    assert start["optimizer"]["param_groups"] == saved["optimizer_states"][0]["param_groups"]
+    torch.testing.assert_close(start["optimizer"]["state"], saved["optimizer_states"][0]["state"], rtol=0, atol=0)
+    assert {float(s["step"]) for s in start["optimizer"]["state"].values()} == {STOP_AT}  # AdamW's own count
+
+    ends = [torch.load(root / r / "checkpoints" / "last.ckpt", weights_only=False) for r in ("straight", "resumed")]
+    assert ends[0]["global_step"] == ends[1]["global_step"] == STEPS
+    torch.testing.assert_close(ends[1]["state_dict"], ends[0]["state_dict"], rtol=1e-5, atol=1e-6)
+    states = [e["optimizer_states"][0]["state"] for e in ends]
+    torch.testing.assert_close(states[1], states[0], rtol=1e-5, atol=1e-7)
+
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    assert resumed["run_id"] == stopped["mlflow_run_id"] != straight["run_id"]
+    assert client.get_run(resumed["run_id"]).info.status == "FINISHED"
+    assert json.loads((out / "run.json").read_text())["finished"] is True
+    steps, lrs = zip(*_metric_history(client, resumed["run_id"], "lr"))
+    assert steps == tuple(range(STEPS)) and lrs == pytest.approx([lr(s) for s in steps])
+    for name in ("lr", "train_loss", "val_acc", "val_loss"):
+        steps, values = zip(*_metric_history(client, resumed["run_id"], name))
+        expected_steps, expected = zip(*_metric_history(client, straight["run_id"], name))
+        assert steps == expected_steps and len(set(steps)) == len(steps), name  # each step once
+        assert values == pytest.approx(expected, rel=1e-5, abs=1e-6), name
 
 
 def test_continue_from_registered_mlflow_model(project):
     sh("dvc", "repro", "ingest_labels", cwd=project)
     sh(sys.executable, "pipelines/train.py", "train.name=donor", cwd=project)
     client = mlflow_client(project)
-    (donor,) = runs_named(project, "donor")
+    (donor,) = runs_named(client, "donor")
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
@@ -354,7 +533,7 @@ def test_continue_from_registered_mlflow_model(project):
     client.set_registered_model_alias("tiny", "champion", version.version)
 
     sh(sys.executable, "pipelines/train.py", "train.name=continued", "train.init=models:/tiny@champion", cwd=project)
-    (continued,) = runs_named(project, "continued")
+    (continued,) = runs_named(client, "continued")
     assert continued.data.tags["movinet.init"] == "continued from models:/tiny@champion"
 
     refused = sh(
@@ -402,7 +581,7 @@ def test_optuna_sweep_returns_the_monitored_metric(project):
     assert parent.data.metrics["best_val_acc"] == max(c.data.metrics["best_val_acc"] for c in children)
 
 
-def test_register_promote_then_predict_by_alias(project, tmp_path):
+def test_register_promote_then_predict_by_alias(project, first_repro, tmp_path):
     sh("dvc", "repro", cwd=project)
     client = mlflow_client(project)
     cli = [sys.executable, "-m", "movinet.cli"]
@@ -463,7 +642,7 @@ def test_register_promote_then_predict_by_alias(project, tmp_path):
     assert streamed.stdout.splitlines()[-1].startswith("final  frame")
 
 
-def test_mlflow_models_serve_answers_a_base64_video(project):
+def test_mlflow_models_serve_answers_a_base64_video(project, first_repro):
     import base64
     import socket
 

@@ -121,7 +121,33 @@ def _start_tracking(run: _Run, data: ClipDataModule, init_note: str, overrides: 
     return logger
 
 
-def _trainer(run: _Run, logger, checkpoint, callbacks: list) -> L.Trainer:
+def _checkpoints(cfg: Config, folder: Path) -> tuple:
+    """``best.ckpt`` by the monitored metric, and ``last.ckpt``: the latest state, written at the same
+    moments whether the metric improved or not (Lightning's ``save_last`` writes it only beside a new
+    best, so a run resumed from it would go back to its best step and train those steps again)."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    train = cfg.train
+    # a training metric is there every step: check it every eval_interval steps (a val metric: after validation)
+    every = min(train.eval_interval, train.steps) if train.monitor.startswith("train_") else None
+    best = ModelCheckpoint(
+        dirpath=folder,
+        filename="best",
+        monitor=train.monitor,
+        mode=train.monitor_mode.value,
+        save_top_k=1,
+        auto_insert_metric_name=False,
+        every_n_train_steps=every,
+    )
+    # after ``best`` at each save (Lightning keeps the order), so it holds the best score found so far;
+    # always this one file (no last-v1.ckpt beside a last.ckpt it did not write itself)
+    last = ModelCheckpoint(
+        dirpath=folder, filename="last", save_top_k=1, every_n_train_steps=every, enable_version_counter=False
+    )
+    return best, last
+
+
+def _trainer(run: _Run, logger, checkpoints: list, callbacks: list) -> L.Trainer:
     """``trainer.*`` passed through as they are; steps, validation, logging and outputs are the run's."""
     from lightning.pytorch.callbacks import LearningRateMonitor
 
@@ -136,7 +162,7 @@ def _trainer(run: _Run, logger, checkpoint, callbacks: list) -> L.Trainer:
         num_sanity_val_steps=0,
         logger=logger,
         default_root_dir=run.out,
-        callbacks=[checkpoint, LearningRateMonitor(logging_interval="step"), *callbacks],
+        callbacks=[*checkpoints, LearningRateMonitor(logging_interval="step"), *callbacks],
     )
 
 
@@ -144,8 +170,6 @@ def run_training(
     cfg: Config, out: Path, root: Path, overrides: list[str] | None = None, callbacks: list | None = None
 ) -> dict:
     """Train as configured; returns ``{"score": best monitored value, "run_id", "model"}``."""
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
     run = _Run(cfg, config_dict(cfg), out, root, tracking_uri(cfg.mlflow.tracking_uri, root), rank=global_rank())
     torch.set_num_threads(cfg.trainer.threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -175,20 +199,8 @@ def run_training(
         write_text_atomic(out / "config.yaml", yaml.safe_dump(run.plain, sort_keys=False))
         run.write_record(finished=False)
 
-    checkpoint = ModelCheckpoint(
-        dirpath=out / "checkpoints",
-        filename="best",
-        monitor=cfg.train.monitor,
-        mode=cfg.train.monitor_mode.value,
-        save_top_k=1,
-        save_last=True,
-        auto_insert_metric_name=False,
-        # a training metric is there every step: check it every eval_interval steps (a val metric: after validation)
-        every_n_train_steps=min(cfg.train.eval_interval, cfg.train.steps)
-        if cfg.train.monitor.startswith("train_")
-        else None,
-    )
-    trainer = _trainer(run, logger, checkpoint, callbacks or [])
+    checkpoint, last = _checkpoints(cfg, out / "checkpoints")
+    trainer = _trainer(run, logger, [checkpoint, last], callbacks or [])
     trainer.fit(module, datamodule=data, ckpt_path=run.resume_from)
     if not trainer.is_global_zero:
         return {"score": None, "run_id": None, "model": None}
