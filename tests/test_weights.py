@@ -88,9 +88,21 @@ def test_port_layout_round_trip(arch, variant, tmp_path):
 
 
 def test_published_files_without_bn_counters_load():
-    model = randomize(build("a0", "stream", 600))
+    """Files written before BatchNorm counted its batches lack ``num_batches_tracked``: every other
+    tensor loads with the file's values, the counters keep the model's own."""
+    model = randomize(build("a0", "stream", 600), seed=2)
     port = {k: v for k, v in to_port_state_dict(model).items() if "num_batches_tracked" not in k}
-    load_pretrained(build("a0", "stream", 600), port)
+    target = randomize(build("a0", "stream", 600), seed=5)
+    with torch.no_grad():
+        for name, buf in target.named_buffers():
+            if name.endswith("num_batches_tracked"):
+                buf.fill_(3)
+    counters = {k for k in model.state_dict() if k.endswith("num_batches_tracked")}
+    loaded = load_pretrained(target, port).state_dict()
+    assert counters and all(loaded[k].item() == 3 for k in counters)
+    for key, value in model.state_dict().items():
+        if key not in counters:
+            assert torch.equal(loaded[key], value), key
 
 
 def test_wrong_arch_is_refused_by_name():

@@ -105,9 +105,10 @@ def to_port_state_dict(model: MoViNet) -> dict[str, Tensor]:
 
 def _from_port_state_dict(state: Mapping[str, Tensor], model: MoViNet, source: str) -> dict[str, Tensor]:
     _refuse_other_model(state, model, source)
-    out = {}
+    out, used = {}, set()
     for key, ours in model.state_dict().items():
         port = _port_key(key, model)
+        used.add(port)
         if port is None:
             out[key] = ours  # keep our own initial value (pos-enc scale starts at 0)
             continue
@@ -129,6 +130,9 @@ def _from_port_state_dict(state: Mapping[str, Tensor], model: MoViNet, source: s
                 f"{tuple(ours.shape)}{hint}"
             )
         out[key] = value.reshape(ours.shape).to(ours.dtype)
+    unexpected = sorted(set(state) - used)
+    if unexpected:  # the port loads its files strictly: a tensor we would not load means another model
+        raise ValueError(f"{source}: unexpected tensor(s) {unexpected[:5]} for {_describe(model)}")
     return out
 
 
