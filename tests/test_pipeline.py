@@ -581,6 +581,31 @@ def test_optuna_sweep_returns_the_monitored_metric(project):
     assert parent.data.metrics["best_val_acc"] == max(c.data.metrics["best_val_acc"] for c in children)
 
 
+def _assert_the_alias_answers_as_the_trained_model(project, videos, stdout: str, timeline_csv) -> None:
+    """What `predict --model models:/movinet-demo@champion` printed and wrote, parsed, equals the
+    trained checkpoint (models/video/model.pt) run in this process: top 3 per video, every timeline row."""
+    import csv
+
+    from movinet.inference.load import load_predictor
+
+    trained = load_predictor(str(project / "models" / "video" / "model.pt"))
+    expected = [trained.predict(v, per_frame=True) for v in videos]
+    lines = [line for line in stdout.splitlines() if line.startswith(str(videos[0].parent))]
+    assert [line.split(": ", 1)[0] for line in lines] == [str(v) for v in videos]
+    for line, want in zip(lines, expected):
+        parsed = [part.rsplit(" ", 1) for part in line.split(": ", 1)[1].split(", ")]
+        assert [name for name, _ in parsed] == [name for name, _ in want.top(3)]
+        assert [float(p) for _, p in parsed] == pytest.approx([p for _, p in want.top(3)], abs=6e-4)
+    with open(timeline_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    timeline = [(str(v), r) for v, want in zip(videos, expected) for r in want.timeline]
+    assert len(rows) == len(timeline) > 3
+    for row, (video, want) in zip(rows, timeline):
+        assert (row["video"], int(row["frame"])) == (video, want["frame"])
+        probabilities = [float(row[c]) for c in trained.class_names]
+        assert probabilities == pytest.approx(want["probabilities"].tolist(), abs=6e-5)
+
+
 def test_register_promote_then_predict_by_alias(project, first_repro, tmp_path):
     sh("dvc", "repro", cwd=project)
     client = mlflow_client(project)
@@ -606,6 +631,9 @@ def test_register_promote_then_predict_by_alias(project, first_repro, tmp_path):
     assert str(client.get_model_version_by_alias("movinet-demo", "champion").version) == champion
     listing = sh(*cli, "models", "movinet-demo", cwd=project).stdout
     assert f"v{champion} @champion" in listing
+    video_version = json.loads((project / "models" / "registry" / "video.json").read_text())["version"]
+    sh(*cli, "promote", "movinet-demo", "--version", video_version, "--force", cwd=project, check=False)
+    assert str(client.get_model_version_by_alias("movinet-demo", "champion").version) == video_version
 
     videos = sorted((project / "data" / "demo" / "videos").glob("*.mp4"))[:2]
     (tmp_path / "bad.mp4").write_bytes(b"broken")
@@ -627,10 +655,7 @@ def test_register_promote_then_predict_by_alias(project, first_repro, tmp_path):
         check=False,
     )
     assert done.returncode == 1 and "bad.mp4: cannot decode" in done.stderr  # reported, the others done
-    lines = [line for line in done.stdout.splitlines() if line.startswith(str(videos[0].parent))]
-    assert len(lines) == 2 and all(line.count(",") == 2 for line in lines)
-    rows = (tmp_path / "frames.csv").read_text().splitlines()
-    assert rows[0].startswith("video,frame,time,label,score,") and len(rows) > 3
+    _assert_the_alias_answers_as_the_trained_model(project, videos, done.stdout, tmp_path / "frames.csv")
     assert (tmp_path / "timeline.png").stat().st_size > 1000
     folder = sh(
         *cli, "predict", str(videos[0].parent), "--model", "models:/movinet-demo@champion", "--json", cwd=project
