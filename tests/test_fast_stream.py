@@ -93,3 +93,15 @@ def test_other_dtypes_fall_back_to_the_traced_graph():
         logits, state = traced(clip[:, :, t : t + 1], state)
     with torch.no_grad():
         assert _relative(logits, model(clip)) <= 1e-9
+
+
+def test_freed_memory_is_kept_once_and_can_be_left_alone(monkeypatch):
+    import platform
+
+    from movinet.models import fast
+
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert fast.keep_freed_memory() and fast.keep_freed_memory()  # in force, and idempotent
+    monkeypatch.setattr(fast, "_allocator_kept", False)
+    monkeypatch.setenv("MOVINET_KEEP_FREED_MEMORY", "0")
+    assert fast.keep_freed_memory() is False

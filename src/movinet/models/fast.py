@@ -3,6 +3,7 @@
 ``optimize_for_inference``: BatchNorm is folded into the preceding conv, activations run in place,
 and tensors use the channels-last-3d layout that oneDNN's 3-D convolutions are fastest with. Call
 it under ``torch.inference_mode()``. The result is a copy; the trainable model is left as it was.
+For a CPU model it also keeps freed memory in the process (``keep_freed_memory``).
 
 ``TracedStream``: for frame-by-frame streaming, where the fixed cost of each op dominates small
 frames, the stream step is compiled for one input shape. On the CPU in float32 that is
@@ -30,6 +31,9 @@ stream. Built for one input shape (batch, image size); float32 on the CPU only (
 
 # No ``from __future__ import annotations``: TorchScript reads FrameStep's annotations as objects.
 import copy
+import ctypes
+import ctypes.util
+import os
 import warnings
 
 import torch
@@ -46,8 +50,38 @@ from movinet.models.layers import (
 )
 from movinet.models.movinet import MoViNet, State
 
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt() parameter numbers
+_allocator_kept = False
+
+
+def keep_freed_memory() -> bool:
+    """Have glibc keep freed memory for reuse rather than hand it back to the OS: process-wide, once.
+
+    Inference allocates and frees the same large activations on every call. glibc serves blocks over
+    its mmap threshold (at most 32 MB) with fresh pages and gives the top of its heap back once more
+    than twice that is free, so the next call touches new pages, each a page fault: ~35 000 per A0
+    base clip on the 2-vCPU VM, a quarter of the clip's CPU time (docs/benchmarks.md). With large
+    blocks from the heap and no trimming the pages stay mapped and are reused; the price is that the
+    process's RSS stays at its high-water mark. ``MOVINET_KEEP_FREED_MEMORY=0`` leaves glibc as it is.
+    Returns whether the setting is in force (glibc only; elsewhere a no-op).
+    """
+    global _allocator_kept
+    if _allocator_kept or os.environ.get("MOVINET_KEEP_FREED_MEMORY", "1") == "0":
+        return _allocator_kept
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    # glibc refuses thresholds over its limit (32 MB on older versions): then the limit.
+    heap = mallopt(_M_MMAP_THRESHOLD, 1 << 30) or mallopt(_M_MMAP_THRESHOLD, 32 << 20)
+    _allocator_kept = bool(heap) and bool(mallopt(_M_TRIM_THRESHOLD, 1 << 30))
+    return _allocator_kept
+
 
 def optimize_for_inference(model: MoViNet) -> MoViNet:
+    if next(model.parameters()).device.type == "cpu":
+        keep_freed_memory()
     fast = copy.deepcopy(model).eval()
     for module in fast.modules():
         if isinstance(module, ConvBN):
