@@ -253,13 +253,17 @@ def test_promotions_in_process_record_each_decision(registry):
     client.create_model_version(
         "other", (tmp_path_of(client) / "x").as_uri(), client.get_model_version("m", "1").run_id
     )
+    client.set_registered_model_alias("m", "staging", "2")
+    client.create_model_version("m", (tmp_path_of(client) / "y").as_uri())  # v4: no run, no metrics, no decision
     rows = describe(tracking, "m")
-    assert [(r["version"], r["aliases"], r["test_acc"], r["promotion"]) for r in rows] == [
+    assert [(r["version"], r["aliases"], r.get("test_acc"), r["promotion"]) for r in rows] == [
         ("1", "", "0.80", "promoted: first champion (test_acc 0.8000)"),
-        ("2", "champion", "0.70", "promoted: forced over v3 (test_acc 0.9000)"),
+        ("2", "champion,staging", "0.70", "promoted: forced over v3 (test_acc 0.9000)"),
         ("3", "", "0.90", "promoted: test_acc 0.9000 > 0.8000 of v1"),
+        ("4", "", None, ""),
     ]
-    assert all(r["run_id"] for r in rows) and set(rows[0]) == {"version", "aliases", "test_acc", "promotion", "run_id"}
+    assert all(r["run_id"] for r in rows[:3]) and rows[3]["run_id"] == ""
+    assert set(rows[0]) == {"version", "aliases", "test_acc", "promotion", "run_id"}
     assert sorted(m.name for m in client.search_registered_models()) == ["m", "other"]  # every lock released
 
 
@@ -337,11 +341,11 @@ class _Clock:
     """Stands in for the ``time`` module inside the lock: every reading advances one second, and
     sleeping costs nothing (the waits are counted, not slept)."""
 
-    def __init__(self, now: float) -> None:
-        self.now, self.sleeps = now, 0
+    def __init__(self, now: float, step: float = 1.0) -> None:
+        self.now, self.step, self.sleeps = now, step, 0
 
     def time(self) -> float:
-        self.now += 1.0
+        self.now += self.step
         return self.now
 
     monotonic = time
@@ -367,14 +371,14 @@ def test_the_lock_waits_its_deadline_then_names_itself(registry, monkeypatch):
     assert "m.promotion-lock" in [m.name for m in client.search_registered_models()]  # not its lock to delete
 
 
-@pytest.mark.parametrize("age,broken", [(295.0, False), (305.0, True)])
+@pytest.mark.parametrize("age,broken", [(295.0, False), (300.0, False), (300.5, True)])
 def test_a_lock_older_than_the_stale_limit_is_broken(registry, monkeypatch, age, broken):
     from movinet.tracking import promotion
     from movinet.tracking.client import TrackingClient
 
     uri, client = registry
     assert promotion.LOCK_STALE_S == 300.0
-    clock = _Clock(1_000_000.0)
+    clock = _Clock(1_000_000.0, step=0.0)  # a stopped clock: the age is exact
     client.create_registered_model("m.promotion-lock", tags={"created": str(clock.now - age)})
     monkeypatch.setattr(promotion, "time", clock)
     assert promotion._break_if_stale(TrackingClient(uri), "m.promotion-lock") is broken
@@ -391,3 +395,14 @@ def test_the_lock_is_released_when_the_promotion_fails(registry):
         assert "m.promotion-lock" in [m.name for m in client.search_registered_models()]
         raise RuntimeError("boom")
     assert [m.name for m in client.search_registered_models()] == ["m"]
+
+
+def test_a_lock_without_its_time_is_stale_and_a_released_one_is_retried_at_once(registry):
+    from movinet.tracking import promotion
+    from movinet.tracking.client import TrackingClient
+
+    uri, client = registry
+    client.create_registered_model("m.promotion-lock")  # no "created" tag: as old as can be
+    assert promotion._break_if_stale(TrackingClient(uri), "m.promotion-lock") is True
+    assert [m.name for m in client.search_registered_models()] == ["m"]
+    assert promotion._break_if_stale(TrackingClient(uri), "m.promotion-lock") is True  # gone meanwhile: retry
