@@ -249,25 +249,30 @@ class SkipPath(nn.Module):
 
 
 class SqueezeExcite(nn.Module):
-    """The causal ("2plus3d") SE for one frame: ``concat(running mean, frame mean)`` → GEMM with
-    its activation fused → GEMM with the gate ``clamp(0.2 x + 0.5, 0, 1)`` fused."""
+    """The causal ("2plus3d") SE for one frame: ``concat(running mean, frame mean)`` [+ positional
+    encoding] → GEMM → activation → GEMM → the gate ``clamp(0.2 x + 0.5, 0, 1)``, all on ``(B, 1, ·)``
+    rows as the state's ``se_sum`` is. ``pe_index`` picks this block's encoding from the ones the
+    step computes once per frame (one per channel count, not one per block)."""
 
     def __init__(self, se: nn.Module, batch: int) -> None:
         super().__init__()
         self.reduce = Linear(se.reduce.weight, se.reduce.bias, batch, _attr(se.act))
-        # clamp(0.2 x + 0.5, 0, 1) is oneDNN's hard-sigmoid clamp(y / 6 + 0.5, 0, 1) of y = 1.2 x.
+        # clamp(0.2 x + 0.5, 0, 1) is hard-sigmoid clamp(y / 6 + 0.5, 0, 1) of y = 1.2 x.
         self.gate = Linear(1.2 * se.expand.weight, 1.2 * se.expand.bias, batch, "hardsigmoid")
         self.channels = se.reduce.in_features
         self.pos_scale = None if se.pos_scale is None else se.pos_scale.detach().clone()
+        self.pe_index = -1
 
-    def forward(self, x: Tensor, se_sum: Tensor, denom: Tensor, positions: Tensor) -> tuple[Tensor, Tensor]:
-        """The ``(B, E)`` gate for ``x`` ``(B, H, W, E)`` and the next running sum."""
-        frame_mean = x.mean((1, 2))
-        running = se_sum[:, 0] + frame_mean
-        pooled = torch.cat([running / denom, frame_mean], 1)
+    def forward(self, x: Tensor, se_sum: Tensor, denom: Tensor, encodings: list[Tensor]) -> tuple[Tensor, Tensor]:
+        """The ``(B, 1, E)`` gate for ``x`` ``(B, H, W, E)`` and the next running sum ``(B, 1, E)``;
+        ``denom`` is ``(N, 1, 1)``: frames seen including this one."""
+        b, h, w, e = x.shape
+        frame_mean = x.view(b, 1, h * w, e).mean(2)
+        running = se_sum + frame_mean
+        pooled = torch.cat([running / denom, frame_mean], 2)
         if self.pos_scale is not None:
-            pooled = pooled + self.pos_scale * positional_encoding(positions, self.channels)[:, 0]
-        return self.gate(self.reduce(pooled)), running[:, None]
+            pooled = pooled + self.pos_scale * encodings[self.pe_index]
+        return self.gate(self.reduce(pooled)), running
 
 
 class Block(nn.Module):
@@ -309,19 +314,19 @@ class Block(nn.Module):
         self.scale_weights = self.cout < self.rows
 
     def forward(
-        self, x: Tensor, se_sum: Tensor, buffer: Tensor | None, denom: Tensor, positions: Tensor
+        self, x: Tensor, se_sum: Tensor, buffer: Tensor | None, denom: Tensor, encodings: list[Tensor]
     ) -> tuple[Tensor, Tensor, Tensor | None]:
         shortcut = x if self.skip is None else self.skip(x)
         y = self.feature(self.expand(x.reshape(self.rows_in, self.cin)).view(self.in_shape))
         new_buffer: Tensor | None = None
         if self.temporal is not None and buffer is not None:
             y, new_buffer = self.temporal(buffer, y)
-        gate, new_sum = self.se(y, se_sum, denom, positions)
+        gate, new_sum = self.se(y, se_sum, denom, encodings)
         b = self.batch
         if self.scale_weights:
-            weight = self.project_t.unsqueeze(0) * gate.unsqueeze(2)  # (B, E, C)
+            weight = self.project_t.unsqueeze(0) * gate.transpose(1, 2)  # (B, E, C)
         else:
-            y = y.mul_(gate[:, None, None, :])
+            y = y.mul_(gate.unsqueeze(1))
             weight = self.project_t.unsqueeze(0).expand(b, -1, -1)
         out = torch.baddbmm(shortcut.reshape(b, self.rows, self.cout), y.reshape(b, self.rows, -1), weight)
         return out.view(self.out_shape), new_sum, new_buffer
@@ -348,6 +353,8 @@ class FrameStep(nn.Module):
     """``(frames (B, 3, 1, H, W), [state tensors in names order]) -> [logits, *next state]`` for a
     BN-folded stream model (``optimize_for_inference``), built for ``batch`` clips of ``image_size``."""
 
+    pe_channels: list[int]  # the SE channel counts with a positional encoding (may be none: typed here)
+
     def __init__(self, model: MoViNet, batch: int, image_size: tuple[int, int], names: list[str]) -> None:
         super().__init__()
         if not self.supports(model):
@@ -368,6 +375,9 @@ class FrameStep(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.head = Head(model, batch, height, width, pending)
         self.count_index, self.head_index = names.index("frame_count"), names.index("head.sum")
+        self.pe_channels = sorted({b.se.channels for b in blocks if b.se.pos_scale is not None})
+        for block in blocks:
+            block.se.pe_index = self.pe_channels.index(block.se.channels) if block.se.pos_scale is not None else -1
 
     @staticmethod
     def supports(model: MoViNet) -> bool:
@@ -386,10 +396,12 @@ class FrameStep(nn.Module):
         new_state = list(state)
         count = state[self.count_index]
         denom, positions = (count + 1.0)[:, None], count[:, None]
+        encodings = [positional_encoding(positions, c) for c in self.pe_channels]  # each (N, 1, c)
+        denom3 = denom[:, :, None]
         x = self.stem(frames[:, :, 0].permute(0, 2, 3, 1).contiguous())
         for block in self.blocks:
             buffer = state[block.buffer_index] if block.buffer_index >= 0 else None
-            x, se_sum, new_buffer = block(x, state[block.se_index], buffer, denom, positions)
+            x, se_sum, new_buffer = block(x, state[block.se_index], buffer, denom3, encodings)
             new_state[block.se_index] = se_sum
             if new_buffer is not None:
                 new_state[block.buffer_index] = new_buffer
