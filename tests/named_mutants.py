@@ -105,7 +105,7 @@ MUTANTS = [
         ("tests/test_evaluate.py::test_the_stage_writes_and_logs_the_metrics_of_the_test_clips",),
     ),
     Mutant(
-        "evaluation scores the first clip of each video only",
+        "evaluation scores one (the middle) clip per video",
         "data/clips.py",
         "    if count <= 1 or last == 0:",
         "    if True:",
@@ -117,6 +117,34 @@ MUTANTS = [
         "    if new > old:",
         "    if new >= old:",
         ("tests/test_registry.py::test_the_promotion_rule",),
+    ),
+    Mutant(
+        "freeze_backbone trains the backbone too",
+        "training/optim.py",
+        '        param.requires_grad_(name.startswith("classifier."))',
+        "        param.requires_grad_(True)",
+        ("tests/test_training_options.py::test_freeze_backbone_steps_the_head_alone",),
+    ),
+    Mutant(
+        "warmup one step short",
+        "training/optim.py",
+        "            return (step + 1) / warmup",
+        "            return step / warmup",
+        ("tests/test_training_options.py::test_warmup_then_cosine_schedule",),
+    ),
+    Mutant(
+        "pretrained weights: an unknown tensor ignored",
+        "models/weights.py",
+        "    if unexpected:",
+        "    if False:",
+        ("tests/test_training_options.py::test_pretrained_file_with_an_unknown_tensor_is_refused_by_name",),
+    ),
+    Mutant(
+        "a stopped run restarts from step 0",
+        "training/run.py",
+        "    trainer.fit(module, datamodule=data, ckpt_path=run.resume_from)",
+        "    trainer.fit(module, datamodule=data, ckpt_path=None)",
+        ("tests/test_pipeline.py::test_a_stopped_run_resumes_exactly_where_it_stopped",),
     ),
 ]
 
