@@ -94,11 +94,14 @@ def _metrics_by_hand(logits: torch.Tensor, labels: torch.Tensor) -> tuple[dict, 
 
 def test_the_stage_writes_and_logs_the_metrics_of_the_test_clips(project, monkeypatch):
     root, model_dir, model, frames = project
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    uri = f"sqlite:///{root / 'team.db'}"  # the run's config names its store; the environment names another
     client = MlflowClient(uri)
     run = client.create_run(client.create_experiment("e", artifact_location=(root / "art").as_uri()))
     write_run_record(model_dir, {"mlflow_run_id": run.info.run_id})
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    cfg = yaml.safe_load((model_dir / "config.yaml").read_text())
+    cfg["mlflow"]["tracking_uri"] = uri
+    (model_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'elsewhere.db'}")
     dirs = root / "metrics", root / "plots", root / "reports"
     metrics = evaluation.evaluate(model_dir, "m", root, *dirs)
 
