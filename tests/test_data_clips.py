@@ -44,6 +44,8 @@ def test_majority_label_offset_and_stride():
 def test_background_clips_only_when_configured():
     labels = ["background"] * 8
     assert index_clips("v", labels, ClipParams(4), [0]) == []
+    later = ["background"] * 4 + ["wave"] * 4  # a background window first, then a class's
+    assert [(c.start, c.label) for c in index_clips("v", later, ClipParams(4), [0, 4])] == [(4, "wave")]
     assert [c.label for c in index_clips("v", labels, ClipParams(4, include_background=True), [0])] == ["background"]
 
 
