@@ -261,6 +261,8 @@ def test_window_starts_at_the_edges():
     assert evenly_spaced_starts(6, params, 4) == []  # shorter than one clip
     assert evenly_spaced_starts(7, params, 4) == [0]  # exactly one clip
     assert evenly_spaced_starts(11, params, 1) == [2]  # one clip: the middle one
+    assert evenly_spaced_starts(10, params, 1) == [1] and isinstance(evenly_spaced_starts(10, params, 1)[0], int)
+    assert evenly_spaced_starts(8, params, 4) == [0, 1]  # two starts to choose from
     assert evenly_spaced_starts(11, params, 3) == [0, 2, 4]
     assert evenly_spaced_starts(9, params, 4) == [0, 1, 2]  # fewer distinct starts than asked
     assert evenly_spaced_starts(107, params, 4) == [0, 33, 67, 100]
