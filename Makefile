@@ -30,7 +30,7 @@ format: install
 	$(VENV)/bin/ruff format .
 
 test: lint
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	PYTHONFAULTHANDLER=1 $(PY) -m pytest -q $(PYTEST_ARGS)
 
 # Mutation testing (docs/testing.md; not part of `make test`): mutmut on the modules whose numbers
 # users see (pyproject.toml [tool.mutmut]), failing when a module has under 85 % of its mutants

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from movinet.models import MoViNet
@@ -94,3 +95,44 @@ def write_label_files(folder, labels: dict, stretches: list, classes: list[str])
         writer.writerow(["filename", "split", "start_frame", "end_frame"])
         writer.writerows((s.video, s.split, s.start, s.end) for s in stretches)
     (folder / "classes.json").write_text(json.dumps({"classes": classes}))
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """Names the threads still running when the suite ends, and where each one is: a daemon thread
+    inside a torch call when the interpreter finalizes aborts the process after every test passed
+    ("terminate called without an active exception", pytorch#38228); this says which test left it."""
+    import sys
+    import threading
+    import traceback
+
+    frames = sys._current_frames()
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread():
+            stack = "".join(traceback.format_stack(frames[thread.ident])) if thread.ident in frames else ""
+            print(f"\n[still running at the end] {thread.name} daemon={thread.daemon}\n{stack}", file=sys.stderr)
+    session.config.stash[_VERDICT] = int(exitstatus)
+
+
+_VERDICT = pytest.StashKey[int]()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config) -> None:
+    """The suite's verdict is final once pytest has reported it: the process ends here with it, after
+    the exit handlers, without the interpreter's finalization. There, a thread of a C++ library still
+    in a call (torch, onnxruntime) is stopped by unwinding it, which aborts the whole process
+    (pytorch#38228): a passing run read as a crash. ``make test`` sets PYTHONFAULTHANDLER, so an abort
+    anywhere else still shows every thread's stack. Only where pytest is the program: mutmut runs
+    pytest many times in its own process."""
+    import atexit
+    import os
+    import sys
+
+    main = getattr(sys.modules["__main__"], "__spec__", None)
+    is_program = (main is not None and main.name.split(".")[0] == "pytest") or Path(sys.argv[0]).name == "pytest"
+    if _VERDICT not in config.stash or not is_program:
+        return
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(config.stash[_VERDICT])
