@@ -20,17 +20,68 @@ def _weights_download(args: argparse.Namespace) -> int:
 
 
 def _export_onnx(args: argparse.Namespace) -> int:
-    from movinet.inference.onnx_export import export_stream_onnx
+    from movinet.inference.onnx_export import export_preprocessing, export_stream_onnx
+
+    videos = _calibration_videos(args)  # checked before the export's work, not after
+    model, class_names, config = _export_model(args)
+    size = tuple(args.size) if len(args.size) == 2 else args.size[0]
+    prep = export_preprocessing(config, size)
+    if videos and prep is None:
+        raise UsageError("--int8 calibrates on square center crops: give one --size")
+    if not args.int8:
+        print(
+            export_stream_onnx(
+                model, args.output, size, args.frames_per_step, class_names=class_names, preprocessing=prep
+            )
+        )
+        return 0
+    import tempfile
+    from pathlib import Path
+
+    from movinet.inference.onnx_int8 import calibration_clips, quantize_stream_onnx
+
+    with tempfile.TemporaryDirectory() as tmp:  # the fp32 step is an intermediate here
+        fp32 = export_stream_onnx(model, Path(tmp) / "fp32.onnx", size, class_names=class_names, preprocessing=prep)
+        print(quantize_stream_onnx(fp32, args.output, calibration_clips(videos, prep, args.calibration_frames)))
+    return 0
+
+
+def _calibration_videos(args: argparse.Namespace) -> list:
+    """The ``--calibration`` videos of an ``--int8`` export (none without ``--int8``)."""
+    if args.calibration and not args.int8:
+        raise UsageError("--calibration is for --int8 exports")
+    if not args.int8:
+        return []
+    if not args.calibration:
+        raise UsageError(
+            "--int8 needs --calibration VIDEO_OR_FOLDER: videos like the ones the model will see. Dynamic "
+            "quantisation, which needs none, made the stream step slower than fp32 (docs/benchmarks.md, int8)"
+        )
+    if args.frames_per_step != 1:
+        raise UsageError("--int8 exports one frame per step: drop --frames-per-step")
+    if args.calibration_frames < 1:
+        raise UsageError(f"--calibration-frames must be 1 or more, got {args.calibration_frames}")
+    from movinet.inference.onnx_int8 import calibration_videos
+
+    try:
+        return calibration_videos(args.calibration)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UsageError(f"--calibration: {exc}") from None
+
+
+def _export_model(args: argparse.Namespace):
+    """(model on ``--device``, class names, the training config or None) from ``--weights`` or ``--arch``."""
     from movinet.models import build, kinetics600_classes, load_pretrained
     from movinet.models.device import resolve_device
     from movinet.models.weights import CHECKPOINT_FORMAT, read_checkpoint
 
-    arch, variant, num_classes, class_names = args.arch, args.variant, args.num_classes, None
+    arch, variant, num_classes, class_names, config = args.arch, args.variant, args.num_classes, None, None
     if args.weights:
         payload, _ = read_checkpoint(args.weights)
         if payload.get("format") == CHECKPOINT_FORMAT:
             arch, variant = payload["arch"], payload["variant"]
             num_classes, class_names = payload["num_classes"], payload.get("class_names")
+            config = payload.get("config")
         else:  # the published Kinetics-600 files
             num_classes, class_names = 600, list(kinetics600_classes())
     if arch is None:
@@ -38,14 +89,7 @@ def _export_onnx(args: argparse.Namespace) -> int:
     model = build(arch, variant, num_classes)
     if args.weights:
         load_pretrained(model, args.weights)
-    size = tuple(args.size) if len(args.size) == 2 else args.size[0]
-    model = model.to(resolve_device(args.device))
-    print(
-        export_stream_onnx(
-            model, args.output, image_size=size, frames_per_step=args.frames_per_step, class_names=class_names
-        )
-    )
-    return 0
+    return model.to(resolve_device(args.device)), class_names, config
 
 
 def _extract(args: argparse.Namespace) -> int:
@@ -332,7 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict = commands.add_parser("predict", help="classify videos (files or folders) with a model")
     predict.add_argument("videos", nargs="+", help="video files or folders of videos")
     predict.add_argument(
-        "--model", required=True, help="models:/<name>@champion, models:/<name>/<version>, runs:/..., or a model.pt"
+        "--model",
+        required=True,
+        help="models:/<name>@champion, models:/<name>/<version>, runs:/..., a model.pt, or an exported m.onnx",
     )
     predict.add_argument("--top-k", type=int, default=5)
     predict.add_argument(
@@ -347,7 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     stream = commands.add_parser("stream", help="classify a live source frame by frame (file or - for a pipe)")
     stream.add_argument("source", help="a video file, or - to read a video stream from stdin")
-    stream.add_argument("--model", required=True)
+    stream.add_argument(
+        "--model", required=True, help="as for predict, or an exported stream step (m.onnx, fp32 or --int8)"
+    )
     stream.add_argument(
         "--no-realtime",
         dest="realtime",
@@ -384,6 +432,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--size", type=int, nargs="+", default=[172], metavar="PX", help="input size: one value (square) or H W"
     )
     onnx.add_argument("--frames-per-step", type=int, default=1)
+    onnx.add_argument(
+        "--int8", action="store_true", help="quantise to int8 (static, calibrated on --calibration's frames)"
+    )
+    onnx.add_argument(
+        "--calibration", metavar="VIDEO_OR_FOLDER", help="--int8: videos like the ones the model will see"
+    )
+    onnx.add_argument(
+        "--calibration-frames", type=int, default=256, metavar="N", help="--int8: calibration frames in all"
+    )
     _device_option(onnx)
     onnx.add_argument("-o", "--output", required=True)
     onnx.set_defaults(func=_export_onnx)

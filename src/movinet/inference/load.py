@@ -2,7 +2,9 @@
 
 ``models:/<name>@champion``, ``models:/<name>/<version>``, ``runs:/<id>/video_model`` or a local
 MLflow model folder load the video pyfunc (its artifacts carry the checkpoints and preprocessing);
-a ``.pt`` checkpoint written by training carries its config, from which the preprocessing follows.
+a ``.pt`` checkpoint written by training carries its config, from which the preprocessing follows;
+a ``.onnx`` stream step exported by ``movinet export onnx`` (fp32 or ``--int8``) carries it too and
+runs with onnxruntime (``OnnxPredictor``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ def load_predictor(uri: str, tracking_uri: str | None = None, device: str = "cpu
 
 def _load(uri: str, tracking_uri: str | None, device: str) -> Predictor:
     path = Path(uri)
+    if path.suffix == ".onnx":
+        from movinet.inference.onnx_predictor import OnnxPredictor
+
+        return OnnxPredictor(path, device)
     if path.suffix == ".pt" and path.is_file():
         from movinet.models.weights import read_checkpoint
 
