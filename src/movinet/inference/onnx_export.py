@@ -138,6 +138,17 @@ class OnnxStream:
         outputs = self.session.run(None, {"frames": frames, **state})
         return torch.from_numpy(outputs[0]), dict(zip(self.state_names, outputs[1:]))
 
+    def clip_logits(self, clips) -> torch.Tensor:
+        """``(B, 3, T, H, W)`` clips, each streamed from a zero state: the logits after its last frame,
+        a stream model's answer for a clip."""
+        out = []
+        for clip in clips:
+            state = self.init_state()
+            for t in range(clip.shape[1]):
+                logits, state = self(clip[None, :, t : t + 1], state)
+            out.append(logits[0])
+        return torch.stack(out)
+
     def step(self, frames):
         """Feed ``(B, 3, T, H, W)`` float32 frames; returns the logits after them."""
         logits, self.state = self(frames, self.state)

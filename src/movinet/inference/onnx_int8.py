@@ -95,8 +95,7 @@ def quantize_stream_onnx(
             weight_type=QuantType.QInt8,
             op_types_to_quantize=list(WEIGHT_OPS),
             nodes_to_exclude=exclude,
-            extra_options={"CalibMaxIntermediateOutputs": 32},  # bounded memory for long calibrations
-        )
+        )  # (not CalibMaxIntermediateOutputs: in onnxruntime 1.32 it drops every full chunk's ranges)
         if not reader.frames:
             raise ValueError("no calibration frames (the calibration videos gave none)")
         _add_metadata(tmp, {"movinet.quantization": json.dumps({"int8": "static QDQ", "frames": reader.frames})})

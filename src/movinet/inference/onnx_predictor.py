@@ -47,12 +47,4 @@ class OnnxPredictor(Predictor):
         return None
 
     def clip_probabilities(self, clips: torch.Tensor) -> torch.Tensor:
-        """Each clip streamed frame by frame from a zero state: its last logits are its answer, as
-        the stream model's are for a clip."""
-        step, logits = self.members[0], []
-        for clip in clips:
-            state = step.init_state()
-            for t in range(clip.shape[1]):
-                out, state = step(clip[None, :, t : t + 1], state)
-            logits.append(out[0])
-        return torch.softmax(torch.stack(logits), dim=1)
+        return torch.softmax(self.members[0].clip_logits(clips), dim=1)
