@@ -99,7 +99,7 @@ def accuracy(path: str, calibration_clips: int, threads: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         prep = export_preprocessing(payload["config"], crop)
         fp32 = export_stream_onnx(model, Path(tmp) / "fp32.onnx", crop, preprocessing=prep)
-        val = itertools.islice((clip for x, _ in data.val_dataloader() for clip in x), calibration_clips)
+        val = list(itertools.islice((clip for x, _ in data.val_dataloader() for clip in x), calibration_clips))
         int8 = quantize_stream_onnx(fp32, Path(tmp) / "int8.onnx", val)
         runtimes = {"fp32": OnnxStream(fp32, threads), "int8": OnnxStream(int8, threads)}
         with torch.inference_mode():
@@ -111,7 +111,7 @@ def accuracy(path: str, calibration_clips: int, threads: int) -> dict:
     labels = torch.cat(labels)
     rows = {name: score(torch.cat(v), labels, len(data.classes)) for name, v in logits.items()}
     agree = (torch.cat(logits["int8"]).argmax(1) == torch.cat(logits["fp32"]).argmax(1)).float().mean().item()
-    return {"rows": rows, "int8_agrees": agree, "test_clips": len(labels), "calibration_clips": calibration_clips}
+    return {"rows": rows, "int8_agrees": agree, "test_clips": len(labels), "calibration_clips": len(val)}
 
 
 def print_accuracy(args) -> None:
@@ -125,7 +125,8 @@ def print_accuracy(args) -> None:
     print("|---|---|---|---|")
     for name, m in r["rows"].items():
         label = {"pytorch": "PyTorch fp32 (evaluate stage)", "fp32": "ONNX fp32", "int8": "ONNX int8"}[name]
-        print(f"| {label} | {m['test_acc']:.3f} | {m['test_macro_f1']:.3f} | {m.get('test_top5', float('nan')):.3f} |")
+        top5 = f"{m['test_top5']:.3f}" if "test_top5" in m else "-"
+        print(f"| {label} | {m['test_acc']:.3f} | {m['test_macro_f1']:.3f} | {top5} |")
 
 
 def main() -> None:
