@@ -108,8 +108,9 @@ def pytest_sessionfinish(session, exitstatus) -> None:
     frames = sys._current_frames()
     for thread in threading.enumerate():
         if thread is not threading.main_thread():
-            stack = "".join(traceback.format_stack(frames[thread.ident])) if thread.ident in frames else ""
-            print(f"\n[still running at the end] {thread.name} daemon={thread.daemon}\n{stack}", file=sys.stderr)
+            where = traceback.extract_stack(frames[thread.ident])[-3:] if thread.ident in frames else []
+            at = " < ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(where))
+            print(f"[still running at the end] {thread.name} (daemon={thread.daemon}): {at}", file=sys.stderr)
     session.config.stash[_VERDICT] = int(exitstatus)
 
 
