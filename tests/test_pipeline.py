@@ -315,7 +315,9 @@ def test_touching_a_file_no_stage_reads_reruns_nothing(project, first_repro):
     assert status() == {}
 
 
-def test_multirun_is_one_parent_with_child_runs(project):
+@pytest.fixture(scope="module")
+def grid_sweep(project) -> str:
+    """A Hydra multirun of two jobs (num_frames 2 and 4) in the project's store: the parent's name."""
     sh("dvc", "repro", "ingest_labels", cwd=project)
     sh(
         sys.executable,
@@ -327,6 +329,10 @@ def test_multirun_is_one_parent_with_child_runs(project):
         "train.name=grid",
         cwd=project,
     )
+    return "sweep-grid"
+
+
+def test_multirun_is_one_parent_with_child_runs(project, grid_sweep):
     client = mlflow_client(project)
     experiment = client.get_experiment_by_name("movinet")
     parents = client.search_runs(
@@ -797,7 +803,7 @@ def test_evaluation_reports_open_offline_in_chromium(project, first_repro, tmp_p
         assert shot.stat().st_size > 20_000  # thumbnails and timelines drawn, not a blank page
 
 
-def test_mlflow_ui_shows_the_sweep_runs_and_metrics(project, tmp_path):
+def test_mlflow_ui_shows_the_sweep_runs_and_metrics(project, grid_sweep, tmp_path):
     import socket
 
     import requests
@@ -807,20 +813,7 @@ def test_mlflow_ui_shows_the_sweep_runs_and_metrics(project, tmp_path):
         pytest.skip("no Chromium here (CI installs it)")
     client = mlflow_client(project)
     experiment = client.get_experiment_by_name("movinet")
-    if experiment is None or not client.search_runs([experiment.experiment_id], "attributes.run_name = 'sweep-ui'"):
-        sh("dvc", "repro", "ingest_labels", cwd=project)
-        sh(
-            sys.executable,
-            "pipelines/train.py",
-            "-m",
-            "data.clips.num_frames=2,4",
-            "train.steps=2",
-            "train.eval_interval=1",
-            "train.name=ui",
-            cwd=project,
-        )
-        experiment = client.get_experiment_by_name("movinet")
-    (parent,) = client.search_runs([experiment.experiment_id], "attributes.run_name = 'sweep-ui'")
+    (parent,) = client.search_runs([experiment.experiment_id], f"attributes.run_name = '{grid_sweep}'")
     child = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")[0]
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -856,7 +849,7 @@ def test_mlflow_ui_shows_the_sweep_runs_and_metrics(project, tmp_path):
             time.sleep(0.5)
         base = f"{url}/#/experiments/{experiment.experiment_id}"
         runs_page = headless(browser, f"{base}/runs", "--dump-dom").stdout
-        assert "sweep-ui" in runs_page and "matching runs" in runs_page
+        assert grid_sweep in runs_page and "matching runs" in runs_page
         for run in (parent, child):
             page = headless(browser, f"{base}/runs/{run.info.run_id}", "--dump-dom").stdout
             assert run.info.run_name in page and "best_val_acc" in page
