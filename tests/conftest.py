@@ -3,6 +3,7 @@ through a block matters (a freshly built MoViNet has ReZero = 0 and is an identi
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,13 @@ import torch
 from movinet.models import MoViNet
 
 ROOT = Path(__file__).resolve().parents[1]
+
+if Path(sys.argv[0]).name == "mutmut":
+    # mutmut forks every mutant's run from the one process that ran the tests first. An OpenMP pool
+    # does not survive a fork (the child waits at a barrier for threads it does not have), so here
+    # torch keeps one thread whatever a test or the code under test asks (training sets its own).
+    torch.set_num_threads(1)
+    torch.set_num_threads = lambda threads: None
 
 
 def tiny_config(*overrides: str) -> dict:
