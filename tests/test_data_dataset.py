@@ -88,6 +88,8 @@ def test_cached_range_of_a_stretch():
     assert cached_range(index, 40, Stretch("v", "val", 10, 29), 8) == (9, 2)  # cached 5..14, both cuts: 4 each
     assert cached_range(index, 40, Stretch("v", "val", 21, 21), 7) == (0, 0)  # no cached frame inside
     assert cached_range(index, 40, Stretch("v", "val", 16, 20), 9) == (13, 0)  # margins eat it all
+    every = list(range(20))  # cuts one frame in from either end still take their margins
+    assert cached_range(every, 20, Stretch("v", "val", 1, 18), 4) == (3, 14)
 
 
 def test_samples_hold_the_window_frames_and_the_class_index(cache):
@@ -131,7 +133,8 @@ def test_to_unit_float():
         and to_unit_float(packed).dtype == torch.float32
     )
     floats = torch.rand(3)
-    assert to_unit_float(floats) is floats
+    values = floats.tolist()
+    assert to_unit_float(floats) is floats and floats.tolist() == values  # untouched, not divided in place
 
 
 def _positions(h: int, w: int, frames: int = 2) -> torch.Tensor:
@@ -183,3 +186,69 @@ def test_resize_clip_resizes_each_frame_of_each_channel_alike():
             frame = F.interpolate(clip[c, t][None, None], size=(6, 9), mode="bilinear", antialias=True)[0, 0]
             assert torch.allclose(out[c, t], frame, atol=1e-6)
     assert resize_clip(clip, (12, 20)) is clip
+
+
+def _windows(monkeypatch, clip, scale, ratio, seeds=200) -> list[torch.Tensor]:
+    """The boxes ``random_resized_crop`` cuts, before its resize (made the identity here)."""
+    import movinet.data.dataset as dataset
+
+    monkeypatch.setattr(dataset, "resize_clip", lambda window, size: window)
+    return [random_resized_crop(clip, 0, scale, ratio, random.Random(seed)) for seed in range(seeds)]
+
+
+def test_random_crop_aspects_span_the_whole_ratio_range(monkeypatch):
+    aspects = [w.shape[-1] / w.shape[-2] for w in _windows(monkeypatch, _positions(32, 32), (0.25, 0.25), (0.5, 2.0))]
+    assert min(aspects) < 0.7 and max(aspects) > 1.4 and 0.9 < sorted(aspects)[len(aspects) // 2] < 1.1
+
+
+def test_random_crops_down_to_one_pixel_and_up_to_the_full_side(monkeypatch):
+    clip = _positions(2, 2)  # a quarter of 2 x 2: one pixel, any of the four
+    windows = _windows(monkeypatch, clip, (0.25, 0.25), (1.0, 1.0), seeds=50)
+    assert {w.shape[-2:] for w in windows} == {(1, 1)} and {int(w[0, 0, 0, 0]) for w in windows} == {0, 1, 2, 3}
+    band = _positions(4, 8)  # half of 4 x 8, square: 4 x 4, the full height, at any column
+    windows = _windows(monkeypatch, band, (0.5, 0.5), (1.0, 1.0), seeds=100)
+    assert {w.shape[-2:] for w in windows} == {(4, 4)} and {int(w[0, 0, 0, 0]) for w in windows} == set(range(5))
+
+
+@pytest.mark.parametrize("h,w,aspect", [(64, 4, 0.0005), (4, 64, 2000.0)], ids=["no width", "no height"])
+def test_a_box_with_no_width_or_height_is_never_cut(monkeypatch, h, w, aspect):
+    """A box that rounds to zero pixels on one side (the other fits) is refused; after ten refusals
+    the fallback is the centre square."""
+    (window,) = _windows(monkeypatch, _positions(h, w), (0.001, 0.001), (aspect, aspect), seeds=1)
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    assert torch.equal(window, _positions(h, w)[:, :, top : top + side, left : left + side])
+
+
+def test_the_fallback_square_is_centred_on_a_tall_frame_too():
+    clip = _positions(16, 8)  # no box of twice the area: rows 4..11
+    assert torch.equal(random_resized_crop(clip, 8, (2.0, 2.0), (1.0, 1.0), random.Random(0)), clip[:, :, 4:12, :])
+
+
+def test_the_cache_is_memory_mapped_once_per_video(cache):
+    """Each loader worker maps a video's frames once and reads only the clip's pages (a large cache
+    costs no memory up front)."""
+    import numpy as np
+
+    dataset = ClipDataset(
+        cache / "frames", [Clip("b.mp4", 0, "run", 1.0)], ["run", "walk"], ClipParams(2), Augment(), False
+    )
+    frames = dataset.frames("b.mp4")
+    assert isinstance(frames, np.memmap) and frames.shape == (60, SIZE, SIZE, 3)
+    assert dataset.frames("b.mp4") is frames and dataset.frames("a.mp4") is not frames
+
+
+def test_training_crops_follow_torch_s_seed(cache):
+    """The random crop of a training sample is drawn from torch's generator: the same seed gives the
+    same sample (a resumed or repeated run), another seed another one."""
+    import numpy as np
+
+    frames = {"b.mp4": np.random.default_rng(0).integers(0, 256, (60, SIZE, SIZE, 3), dtype=np.uint8)}
+    write_frame_cache(cache / "noisy", {"b.mp4": (list(range(60)), 60)}, SIZE, frames)
+    augment = Augment(crop_size=4, scale=(0.1, 0.5), hflip=True)
+    dataset = ClipDataset(cache / "noisy", [Clip("b.mp4", 0, "run", 1.0)], ["run"], ClipParams(2), augment, train=True)
+    samples = []
+    for seed in (1, 1, 2):
+        torch.manual_seed(seed)
+        samples.append(dataset[0][0])
+    assert torch.equal(samples[0], samples[1]) and not torch.equal(samples[0], samples[2])

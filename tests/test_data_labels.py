@@ -200,3 +200,78 @@ def test_the_error_lists_every_problem_one_per_line(tmp_path):
 
     assert str(LabelIssue(None, None, "no classes")) == "file: no classes"
     assert str(LabelIssue(None, "a.mp4", "unreadable")) == "file: a.mp4: unreadable"
+
+
+def _issues(path, **kwargs) -> list[str]:
+    """Every problem ``read_labels`` reports for ``path``, as printed (``row N: file: message``)."""
+    with pytest.raises(LabelError) as err:
+        read_labels(path, VIDEOS, **kwargs)
+    return [str(issue) for issue in err.value.issues]
+
+
+def test_each_bad_row_is_reported_with_its_exact_message(tmp_path):
+    header = "filename,frame,start_frame,end_frame,timestamp,label,split\n"
+    body = (
+        ",1,,,,x,\n"  # row 2
+        "a.mp4,1,,,,,\n"  # row 3
+        "a.mp4,1,,,,x,later\n"  # row 4
+        "a.mp4,1,2,,,x,\n"  # row 5
+        "a.mp4,,5,4,,x,\n"  # row 6
+        "a.mp4,,x,4,,x,\n"  # row 7: one bad end of a range is one problem
+        "a.mp4,,4,99,,x,\n"  # row 8
+    )
+    assert _issues(_csv(tmp_path, header + body)) == [
+        "row 2: empty filename",
+        "row 3: a.mp4: empty label",
+        "row 4: a.mp4: split 'later' is not one of train, val, test",
+        "row 5: a.mp4: give one of: frame | start_frame and end_frame | timestamp (got frame, start_frame)",
+        "row 6: a.mp4: end_frame 4 is before start_frame 5",
+        "row 7: a.mp4: start_frame 'x' is not a whole number",
+        "row 8: a.mp4: end_frame 99 is past the end (the video has 20 frames, 0..19)",
+    ]
+
+
+def test_a_range_of_one_frame_is_that_frame(tmp_path):
+    labels = read_labels(_csv(tmp_path, "filename,start_frame,end_frame,label\na.mp4,4,4,x\n"), VIDEOS)
+    assert labels.frames == {"a.mp4": {4: "x"}}
+
+
+@pytest.mark.parametrize(
+    "first",
+    ["a.mp4,,,,,jump", "a.mp4,4,,,,jump", "a.mp4,,,,0.4,jump", "a.mp4,,2,6,,jump"],
+    ids=["whole video", "frame", "timestamp", "range"],
+)
+def test_every_form_of_row_keeps_its_number_and_its_split(tmp_path, first):
+    """A clash names the row that labelled the frame first, whatever form that row has; the split
+    given on it is the video's, and a later row giving the same split agrees with it."""
+    header = "filename,frame,start_frame,end_frame,timestamp,label,split\n"
+    rows = f"{first},val\na.mp4,4,,,,run,val\nb.mp4,,,,,sit,test\nb.mp4,3,,,,sit,test\n"
+    path = _csv(tmp_path, header + rows)
+    assert _issues(path) == ["row 3: a.mp4: conflicting labels on frame 4: 'run' here, 'jump' from row 2"]
+    labels = read_labels(path, VIDEOS, on_error="skip")
+    assert labels.given_splits == {"a.mp4": "val", "b.mp4": "test"}
+
+
+def test_rows_after_a_split_conflict_still_count(tmp_path):
+    body = "a.mp4,1,x,train\na.mp4,2,x,test\na.mp4,3,y,train\nb.mp4,1,y,val\n"
+    labels = read_labels(_csv(tmp_path, "filename,frame,label,split\n" + body), VIDEOS, on_error="skip")
+    assert labels.frames == {"a.mp4": {1: "x", 3: "y"}, "b.mp4": {1: "y"}}
+    assert labels.given_splits == {"a.mp4": "train", "b.mp4": "val"}
+    assert [str(i) for i in labels.skipped] == ["row 3: a.mp4: split 'test' conflicts with 'train' from row 2"]
+
+
+def test_timestamps_are_keyframes_and_whole_video_rows_are_not(tmp_path):
+    """Interpolation fills between keyframes (frames and timestamps); a whole-video row is explicit
+    everywhere, so it is no keyframe (and no interpolation runs across its frames)."""
+    sparse = "filename,timestamp,label\na.mp4,0.2,walk\na.mp4,0.6,run\nb.mp4,,sit\n"
+    labels = read_labels(_csv(tmp_path, sparse), VIDEOS, interpolation="hold")
+    assert labels.frames["a.mp4"] == {2: "walk", 3: "walk", 4: "walk", 5: "walk", 6: "run"}
+    assert labels.frames["b.mp4"] == dict.fromkeys(range(10), "sit")
+
+
+def test_majority_label_of_a_video(tmp_path):
+    body = "a.mp4,0,5,zeta\na.mp4,6,8,alpha\nb.mp4,0,1,run\nb.mp4,2,3,jump\n"
+    labels = read_labels(_csv(tmp_path, "filename,start_frame,end_frame,label\n" + body), VIDEOS)
+    assert labels.majority("a.mp4") == "zeta"  # 6 frames against 3: not the first name
+    assert labels.majority("b.mp4") == "jump"  # a tie: the first name
+    assert labels.majority("sub/c.avi") is None  # no labels
