@@ -4,6 +4,8 @@ clips, a live stream at a higher frame rate sees exactly the frames the extracti
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -12,7 +14,7 @@ from conftest import randomize
 from movinet.data.video import resample_indices
 from movinet.inference.predictor import Prediction, Predictor, top_classes
 from movinet.inference.video_input import Preprocessing, prepare_frames
-from movinet.models import build
+from movinet.models import build, save_checkpoint
 
 CLASSES = ["a", "b", "c"]
 # Frames already at the cache's size and rate: 40 x 40 -> center crop 32; clips of 4 frames 2 apart (span 7).
@@ -141,3 +143,48 @@ def test_top_classes_best_first_ties_in_class_order():
     assert top_classes(probabilities, ["w", "x", "y", "z"], 3) == [("x", 0.5), ("w", 0.2), ("y", 0.2)]
     prediction = Prediction("v", probabilities, ["w", "x", "y", "z"], 4, 10.0)
     assert prediction.label == "x" and prediction.top(1) == [("x", 0.5)] and len(prediction.top()) == 4
+
+
+def test_ties_among_many_classes_stay_in_class_order():
+    """With ties among a hundred classes the order is the classes' own (a plain quicksort would not keep it)."""
+    probabilities = np.random.default_rng(0).integers(0, 3, 100) / 10
+    names = [f"c{i}" for i in range(100)]
+    best = [i for i in range(100) if probabilities[i] == probabilities.max()][:5]
+    assert top_classes(probabilities, names, 5) == [(names[i], probabilities.max()) for i in best]
+    assert len(Prediction("v", probabilities, names, 4, 10.0).top()) == 5  # five by default
+
+
+def test_a_two_frame_base_model_answers_at_every_frame_once_its_clip_is_full():
+    """Span 2 (half a span rounds to 1): a row at every frame from the second, each the model on the
+    last two frames."""
+    prep = Preprocessing(fps=10, size=40, crop_size=32, num_frames=2, frame_stride=1, clips_per_video=1)
+    model = randomize(build("a0", "base", 3), seed=13)
+    frames = _frames(5, seed=8)
+    rows = Predictor([model], CLASSES, prep).session().push(frames)
+    x = prepare_frames(frames, prep)
+    assert [f for f, _ in rows] == [1, 2, 3, 4]
+    for end, probabilities in rows:
+        np.testing.assert_allclose(probabilities, _softmax(model, x[:, end - 1 : end + 1]), atol=1e-5)
+
+
+def test_checkpoints_load_into_one_predictor_only_with_the_same_class_names(tmp_path):
+    a, b = randomize(build("a0", "stream", 3), seed=14), randomize(build("a0", "stream", 3), seed=15)
+    save_checkpoint(a, tmp_path / "a.pt", class_names=CLASSES)
+    save_checkpoint(b, tmp_path / "b.pt", class_names=["a", "b", "z"])
+    save_checkpoint(b, tmp_path / "none.pt")
+    predictor = Predictor.from_checkpoints([tmp_path / "a.pt"], PREP)
+    assert predictor.class_names == CLASSES and predictor.stride == 1 and predictor.offsets == [0]
+    assert predictor.device == torch.device("cpu")
+    for paths in (["a.pt", "b.pt"], ["none.pt"]):
+        with pytest.raises(ValueError, match="^the checkpoints must carry the same class names$"):
+            Predictor.from_checkpoints([tmp_path / p for p in paths], PREP)
+
+
+def test_the_stream_batcher_shares_the_callers_lock_and_batches_of_one_take_the_fast_steps():
+    predictor = Predictor([randomize(build("a0", "stream", 3), seed=16)], CLASSES, PREP)
+    lock = threading.Lock()
+    batcher = predictor.stream_batcher(lock)
+    assert batcher.lock is lock and batcher.device == predictor.device
+    assert batcher.max_batch == 8 and batcher.max_wait == pytest.approx(0.003)
+    assert batcher.batch_one() is predictor._stream_models(PREP.crop_size)
+    assert Predictor([build("a0", "base", 3)], CLASSES, PREP).stream_batcher() is None
