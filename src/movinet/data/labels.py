@@ -129,7 +129,7 @@ def read_labels(
 
 
 def _parse_row(number: int, values: dict, videos: Mapping[str, VideoLength], issues: list[LabelIssue]) -> _Row | None:
-    file, label = values.get("filename", ""), values.get("label", "")
+    file, label = values["filename"], values["label"]  # both columns are there: the header was checked
 
     def bad(message: str) -> None:
         issues.append(LabelIssue(number, file or None, message))
