@@ -184,7 +184,43 @@ def test_the_stream_batcher_shares_the_callers_lock_and_batches_of_one_take_the_
     predictor = Predictor([randomize(build("a0", "stream", 3), seed=16)], CLASSES, PREP)
     lock = threading.Lock()
     batcher = predictor.stream_batcher(lock)
-    assert batcher.lock is lock and batcher.device == predictor.device
+    assert batcher.lock is lock and batcher.device == predictor.device and batcher.image_size == PREP.crop_size
     assert batcher.max_batch == 8 and batcher.max_wait == pytest.approx(0.003)
     assert batcher.batch_one() is predictor._stream_models(PREP.crop_size)
     assert Predictor([build("a0", "base", 3)], CLASSES, PREP).stream_batcher() is None
+
+
+def test_a_session_has_no_answer_before_its_first_row():
+    session = Predictor([randomize(build("a0", "stream", 3), seed=17)], CLASSES, PREP).session()
+    assert session.last is None
+    session.push(_frames(1))
+    assert session.last[0] == 0
+
+
+@pytest.mark.parametrize("variant,count", [("stream", 9), ("base", 8)])
+def test_per_frame_prediction_counts_the_video_s_frames_on_a_progress_bar(monkeypatch, variant, count):
+    """With ``progress``, a bar named after the video counts its frames to the total and is cleared
+    at the end (a stream model reads every other frame here: the count is still the video's)."""
+    import tqdm
+
+    bars = []
+
+    class Bar:
+        def __init__(self, **options) -> None:
+            self.options, self.n, self.closed = options, 0, False
+            bars.append(self)
+
+        def update(self, n: int) -> None:
+            self.n += n
+
+        def close(self) -> None:
+            self.closed = True
+
+    monkeypatch.setattr(tqdm, "tqdm", Bar)
+    predictor = Predictor([randomize(build("a0", variant, 3), seed=18)], CLASSES, PREP)
+    predictor.predict(_frames(count), per_frame=True, name="clips/walk.mp4", progress=True)
+    (bar,) = bars
+    assert bar.options == {"total": count, "desc": "walk.mp4", "unit": " frames", "leave": False}
+    assert bar.n == count and bar.closed
+    predictor.predict(_frames(count), per_frame=True)
+    assert len(bars) == 1  # no bar unless asked

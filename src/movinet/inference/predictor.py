@@ -162,11 +162,11 @@ class Predictor:
     def _timeline(self, video: VideoFrames, progress: bool) -> Iterator[tuple[int, np.ndarray]]:
         session = self.session()
         step = self.prep.frame_stride if self.streaming else 1  # a stream model never sees the others
-        bar = _progress(None, progress, video.name, "frames", len(video))
+        bar = _frame_counter(video.name, len(video)) if progress else None
         for first, chunk in video.chunks(step=step):
             yield from session.push_prepared(chunk, first, step)
-            if bar is not None:
-                bar.update(chunk.shape[1] * step)
+            if bar is not None:  # the source frames read so far (the last chunk may end short of a step)
+                bar.update(min(first + chunk.shape[1] * step, len(video)) - bar.n)
         if bar is not None:
             bar.close()
 
@@ -282,9 +282,8 @@ class StreamSession:
         return p.clip_probabilities(clip[None])[0].numpy()
 
 
-def _progress(items, enabled: bool, name: str, unit: str, total: int | None = None):
-    if not enabled:
-        return items
+def _frame_counter(name: str, total: int):
+    """A progress bar on stderr counting a video's frames (``predict --per-frame`` on a long video)."""
     from tqdm import tqdm
 
-    return tqdm(items, total=total if items is None else len(items), desc=Path(name).name, unit=f" {unit}", leave=False)
+    return tqdm(total=total, desc=Path(name).name, unit=" frames", leave=False)
