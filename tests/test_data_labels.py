@@ -275,3 +275,25 @@ def test_majority_label_of_a_video(tmp_path):
     assert labels.majority("a.mp4") == "zeta"  # 6 frames against 3: not the first name
     assert labels.majority("b.mp4") == "jump"  # a tie: the first name
     assert labels.majority("sub/c.avi") is None  # no labels
+
+
+def test_bad_options_and_a_bad_header_are_named(tmp_path):
+    path = _csv(tmp_path, "filename,frame,label\na.mp4,1,x\n")
+    with pytest.raises(ValueError, match=r"^interpolation must be one of \('none', 'hold', 'nearest'\), got 'linear'$"):
+        read_labels(path, VIDEOS, interpolation="linear")
+    with pytest.raises(ValueError, match="^on_error must be 'fail' or 'skip', got 'ignore'$"):
+        read_labels(path, VIDEOS, on_error="ignore")
+    header = _csv(tmp_path, "filename,frames,label\na.mp4,1,x\n")
+    with pytest.raises(LabelError) as err:
+        read_labels(header, VIDEOS)
+    known = "filename, label, frame, start_frame, end_frame, timestamp, split"
+    assert str(err.value) == f"1 problem(s) in {header}:\n  {header}: row 1: unknown column 'frames' (known: {known})"
+    only_background = _csv(tmp_path, "filename,frame,label\na.mp4,1,background\n")
+    with pytest.raises(LabelError, match=f"in {only_background}:"):
+        read_labels(only_background, VIDEOS)
+
+
+def test_a_spreadsheet_s_byte_order_mark_is_not_part_of_the_first_column(tmp_path):
+    path = tmp_path / "labels.csv"
+    path.write_bytes("filename,frame,label\na.mp4,1,x\n".encode("utf-8-sig"))  # as Excel saves "CSV UTF-8"
+    assert read_labels(path, VIDEOS).frames == {"a.mp4": {1: "x"}}

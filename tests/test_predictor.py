@@ -197,30 +197,48 @@ def test_a_session_has_no_answer_before_its_first_row():
     assert session.last[0] == 0
 
 
-@pytest.mark.parametrize("variant,count", [("stream", 9), ("base", 8)])
-def test_per_frame_prediction_counts_the_video_s_frames_on_a_progress_bar(monkeypatch, variant, count):
-    """With ``progress``, a bar named after the video counts its frames to the total and is cleared
-    at the end (a stream model reads every other frame here: the count is still the video's)."""
+@pytest.mark.parametrize("variant,count,updates", [("stream", 70, [64, 6]), ("base", 40, [32, 8])])
+def test_per_frame_prediction_counts_the_video_s_frames_on_a_progress_bar(monkeypatch, variant, count, updates):
+    """With ``progress``, a bar named after the video counts its frames, decode batch by batch (32
+    frames at the model's rate), to the total, and is cleared at the end. A stream model reads every
+    other frame here: the count is still the video's."""
     import tqdm
 
     bars = []
 
     class Bar:
         def __init__(self, **options) -> None:
-            self.options, self.n, self.closed = options, 0, False
+            self.options, self.updates, self.closed = options, [], False
             bars.append(self)
 
+        @property
+        def n(self) -> int:
+            return sum(self.updates)
+
         def update(self, n: int) -> None:
-            self.n += n
+            self.updates.append(n)
 
         def close(self) -> None:
             self.closed = True
 
     monkeypatch.setattr(tqdm, "tqdm", Bar)
-    predictor = Predictor([randomize(build("a0", variant, 3), seed=18)], CLASSES, PREP)
+    prep = Preprocessing(fps=10, size=20, crop_size=16, num_frames=4, frame_stride=2, clips_per_video=1)
+    predictor = Predictor([randomize(build("a0", variant, 3), seed=18)], CLASSES, prep)
     predictor.predict(_frames(count), per_frame=True, name="clips/walk.mp4", progress=True)
     (bar,) = bars
     assert bar.options == {"total": count, "desc": "walk.mp4", "unit": " frames", "leave": False}
-    assert bar.n == count and bar.closed
+    assert bar.updates == updates and bar.closed
     predictor.predict(_frames(count), per_frame=True)
     assert len(bars) == 1  # no bar unless asked
+
+
+def test_an_ensemble_on_a_video_of_one_clip_gives_each_member_its_frames():
+    """Three frames for a two-member ensemble of 4-frame clips 2 apart: the clip is frames 0 and 2,
+    one for each member (not all three frames)."""
+    a, b = randomize(build("a0", "base", 3), seed=19), randomize(build("a0", "base", 3), seed=20)
+    frames = _frames(3, seed=9)
+    got = Predictor([a, b], CLASSES, PREP, offsets=[0, 1], stride=2).predict(frames)
+    x = prepare_frames(frames, PREP)[None]
+    with torch.no_grad():
+        expected = torch.softmax((a(x[:, :, [0]]) + b(x[:, :, [2]])) / 2, 1)[0].numpy()
+    np.testing.assert_allclose(got.probabilities, expected, atol=1e-5)

@@ -133,10 +133,9 @@ class Predictor:
             starts = evenly_spaced_starts(len(video), self.clip_params, self.prep.clips_per_video) or [0]
             clips = torch.stack([video.clip(self._clip_positions(s, len(video))) for s in starts])
             probabilities = self.clip_probabilities(clips).mean(0).numpy()
-            fps = getattr(video, "fps", self.prep.fps or 0.0)
-            result = Prediction(video.name, probabilities, self.class_names, len(video), fps)
+            result = Prediction(video.name, probabilities, self.class_names, len(video), video.fps)
             if per_frame:
-                rows = self._timeline(video, progress)
+                rows, fps = self._timeline(video, progress), video.fps
                 result.timeline = [{"frame": f, "time": f / fps if fps else None, "probabilities": p} for f, p in rows]
         return result
 

@@ -67,6 +67,7 @@ class VideoFrames:
             if source.ndim != 4 or source.shape[-1] != 3 or 0 in source.shape:
                 raise ValueError(f"decoded frames must be a non-empty (T, H, W, 3) array, got {source.shape}")
             self.name = name or "frames"
+            self.fps = float(prep.fps or 0.0)  # 0.0: a rate nobody gave
             self._array = source
             self.indices = np.arange(len(source))
             return
