@@ -118,7 +118,10 @@ def pytest_sessionfinish(session, exitstatus) -> None:
         if thread is not threading.main_thread():
             where = traceback.extract_stack(frames[thread.ident])[-3:] if thread.ident in frames else []
             at = " < ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(where))
-            print(f"[still running at the end] {thread.name} (daemon={thread.daemon}): {at}", file=sys.stderr)
+            print(f"\n[still running at the end] {thread.name} (daemon={thread.daemon}): {at}", file=sys.stderr)
+    seed = getattr(session.config.option, "randomly_seed", None)
+    if isinstance(seed, int):  # pytest-randomly prints it in the header, which -q leaves out
+        print(f"\ntest order: --randomly-seed={seed} repeats it", file=sys.stderr)
     session.config.stash[_VERDICT] = int(exitstatus)
 
 
