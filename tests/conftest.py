@@ -12,8 +12,9 @@ import torch
 from movinet.models import MoViNet
 
 ROOT = Path(__file__).resolve().parents[1]
+PROGRAM = Path(sys.argv[0]).name  # "mutmut", "pytest", or pytest's __main__.py under `python -m pytest`
 
-if Path(sys.argv[0]).name == "mutmut":
+if PROGRAM == "mutmut":
     # mutmut forks every mutant's run from the one process that ran the tests first. An OpenMP pool
     # does not survive a fork (the child waits at a barrier for threads it does not have), so here
     # torch keeps one thread whatever a test or the code under test asks (training sets its own).
@@ -109,7 +110,6 @@ def pytest_sessionfinish(session, exitstatus) -> None:
     """Names the threads still running when the suite ends, and where each one is: a daemon thread
     inside a torch call when the interpreter finalizes aborts the process after every test passed
     ("terminate called without an active exception", pytorch#38228); this says which test left it."""
-    import sys
     import threading
     import traceback
 
@@ -138,10 +138,9 @@ def pytest_unconfigure(config) -> None:
     pytest many times in its own process."""
     import atexit
     import os
-    import sys
 
     main = getattr(sys.modules["__main__"], "__spec__", None)
-    is_program = (main is not None and main.name.split(".")[0] == "pytest") or Path(sys.argv[0]).name == "pytest"
+    is_program = (main is not None and main.name.split(".")[0] == "pytest") or PROGRAM == "pytest"
     if _VERDICT not in config.stash or not is_program:
         return
     atexit._run_exitfuncs()

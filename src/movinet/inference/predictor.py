@@ -135,7 +135,8 @@ class Predictor:
             probabilities = self.clip_probabilities(clips).mean(0).numpy()
             result = Prediction(video.name, probabilities, self.class_names, len(video), video.fps)
             if per_frame:
-                rows, fps = self._timeline(video, progress), video.fps
+                fps = video.fps
+                rows = self._timeline(video, progress)
                 result.timeline = [{"frame": f, "time": f / fps if fps else None, "probabilities": p} for f, p in rows]
         return result
 
