@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from movinet.models.depthwise import applies, depthwise_conv3d
 from movinet.models.specs import Kernel, LayerSpec
 
 BN_EPS = 1e-3  # TF default; the published weights were trained with it
@@ -97,6 +98,7 @@ class ConvBN(nn.Module):
         self.stride = stride
 
         self.pointwise = kernel == (1, 1, 1) and stride == 1 and groups == 1
+        self.depthwise = groups > 1 and groups == cin == cout
 
     def forward(self, x: Tensor) -> Tensor:
         if self.pointwise:
@@ -107,7 +109,14 @@ class ConvBN(nn.Module):
             return self.act(self.bn(y.permute(0, 4, 1, 2, 3)))
         if self.pad_in_forward:
             x = pad_same(x, self.kernel_hw, self.stride)
-        return self.act(self.bn(self.conv(x)))
+        conv = self.conv
+        if self.depthwise and applies(x, conv.weight):
+            # Training on the CPU: PyTorch's depthwise backward is slow there (models/depthwise.py).
+            y = depthwise_conv3d(x, conv.weight, conv.stride, conv.padding)
+            if conv.bias is not None:
+                y = y + conv.bias.view(1, -1, 1, 1, 1)
+            return self.act(self.bn(y))
+        return self.act(self.bn(conv(x)))
 
     @torch.no_grad()
     def fuse_(self) -> None:
