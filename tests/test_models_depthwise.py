@@ -11,7 +11,7 @@ from movinet.models.depthwise import depthwise_conv3d, fast_depthwise_backward
 from movinet.models.layers import ConvBN
 
 # (channels, T, H, W, kernel, stride, padding): every kind of depthwise conv MoViNet has (3-D,
-# spatial with TF padding done before, temporal only), strided on even and odd sizes.
+# spatial with TF padding done before, temporal only), strided on even and odd sizes, and more.
 CASES = [
     (8, 5, 9, 10, (3, 3, 3), (1, 1, 1), (1, 1, 1)),
     (8, 6, 8, 8, (5, 3, 3), (1, 1, 1), (2, 1, 1)),
@@ -20,7 +20,9 @@ CASES = [
     (8, 6, 11, 11, (1, 5, 5), (1, 2, 2), (0, 0, 0)),
     (8, 4, 7, 7, (3, 1, 1), (1, 1, 1), (0, 0, 0)),
     (8, 4, 8, 8, (3, 3, 3), (1, 2, 2), (1, 1, 1)),
-    (8, 3, 6, 6, (1, 3, 3), (2, 1, 1), (0, 1, 1)),
+    (8, 3, 7, 7, (1, 1, 1), (1, 2, 2), (0, 0, 0)),  # phases no tap reaches
+    (8, 3, 11, 10, (3, 5, 5), (1, 3, 3), (1, 2, 2)),  # stride 3, padded
+    (8, 3, 6, 6, (1, 3, 3), (2, 1, 1), (0, 1, 1)),  # not MoViNet's (strided time): PyTorch's backward
 ]
 
 

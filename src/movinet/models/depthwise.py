@@ -5,8 +5,8 @@ forward: training MoViNet-A0 on the demo's clips spent 42 % of each step in it (
 The gradients are convolutions themselves, so this module computes them with the fast kernels:
 
 * the input's gradient is the forward depthwise conv of the output's gradient with the kernel
-  flipped (a transposed conv; for a strided conv the gradient is first spread out by the stride
-  with zeros between, so that the conv itself has stride 1);
+  flipped (a transposed conv); a strided conv's splits into one small stride-1 conv per phase of
+  the stride, each filling every ``s``-th input cell;
 * the kernel's gradient comes from PyTorch's own ``convolution_backward``, asked for the weight
   only and given channels-last-3d tensors, where it is about 3x faster than on contiguous ones.
 
@@ -59,22 +59,46 @@ def depthwise_conv3d(x: Tensor, weight: Tensor, stride: tuple[int, ...], padding
 
 
 def _input_grad(grad: Tensor, weight: Tensor, input_shape: torch.Size, stride, padding) -> Tensor:
-    """The gradient of a depthwise conv's input: a stride-1 conv of the (spread-out) output gradient
-    with the flipped kernel, which is what a transposed conv is."""
+    """The gradient of a depthwise conv's input (a transposed conv) as stride-1 convs of the output's
+    gradient with the flipped kernel. A stride ``s`` in H and W splits it into ``s × s`` phases: the
+    input cells ``i`` with ``(i + p) % s == r`` get only the taps ``k ≡ r (mod s)``, so each phase is
+    a small stride-1 conv written to every ``s``-th cell (no zero-spread copy of the gradient)."""
     channels, kernel = weight.shape[0], weight.shape[2:]
-    flipped = weight.flip(2, 3, 4).contiguous(memory_format=_CHANNELS_LAST)
-    if all(s == 1 for s in stride):
-        pad = [k - 1 - p for k, p in zip(kernel, padding)]
+    if stride[0] != 1 or stride[1] != stride[2]:  # not a MoViNet conv: PyTorch's own backward
+        return _pytorch_grads(grad, weight.new_empty(input_shape), weight, stride, padding, [True, False, False])[0]
+    time_pad = kernel[0] - 1 - padding[0]
+    s = stride[1]
+    if s == 1:
+        pad = [time_pad] + [k - 1 - p for k, p in zip(kernel[1:], padding[1:])]
+        flipped = weight.flip(2, 3, 4).contiguous(memory_format=_CHANNELS_LAST)
         return F.conv3d(grad, flipped, None, 1, pad, 1, channels)
-    # Spread the gradient out by the stride (zeros between), pad so that the stride-1 conv covers
-    # exactly the input: before, k-1-p cells; after, what the strided conv's last window left over.
-    before = [k - 1 - p for k, p in zip(kernel, padding)]
-    after = [n - 1 - (m - 1) * s + p for n, m, s, p in zip(input_shape[2:], grad.shape[2:], stride, padding)]
-    sizes = [b + (m - 1) * s + 1 + a for b, m, s, a in zip(before, grad.shape[2:], stride, after)]
-    spread = grad.new_zeros([grad.shape[0], channels, *sizes]).contiguous(memory_format=_CHANNELS_LAST)
-    cells = tuple(slice(b, b + (m - 1) * s + 1, s) for b, m, s in zip(before, grad.shape[2:], stride))
-    spread[(slice(None), slice(None), *cells)] = grad
-    return F.conv3d(spread, flipped, None, 1, 0, 1, channels)
+    # (N, T, H, W, C): channels-last's order in memory, written through strided views (fast).
+    out = grad.new_zeros([input_shape[0], *input_shape[2:], channels])
+    for rh in range(s):
+        for rw in range(s):
+            taps = weight[:, :, :, rh::s, rw::s]
+            if taps.shape[3] == 0 or taps.shape[4] == 0:
+                continue  # no tap reaches these cells: their gradient is zero
+            flipped = taps.flip(2, 3, 4).contiguous(memory_format=_CHANNELS_LAST)
+            full = F.conv3d(grad, flipped, None, 1, [time_pad, taps.shape[3] - 1, taps.shape[4] - 1], 1, channels)
+            rows = _phase_cells(input_shape[3], padding[1], s, rh, full.shape[3])
+            cols = _phase_cells(input_shape[4], padding[2], s, rw, full.shape[4])
+            if rows is not None and cols is not None:
+                phase = full[:, :, :, rows[1], cols[1]].permute(0, 2, 3, 4, 1)
+                out[:, :, rows[0], cols[0]] = phase
+    return out.permute(0, 4, 1, 2, 3)
+
+
+def _phase_cells(size: int, pad: int, stride: int, phase: int, available: int) -> tuple[slice, slice] | None:
+    """For one phase of a strided dimension of ``size`` input cells: the cells it fills (every
+    ``stride``-th) and the phase conv's outputs that go there (cell ``s·q + r - p`` takes output
+    ``q``; outputs past ``available`` are zero, and those cells stay so). None: it fills no cell."""
+    first = -(-(pad - phase) // stride)
+    last = min((size - 1 + pad - phase) // stride, available - 1)
+    if last < first:
+        return None
+    cell = stride * first + phase - pad
+    return slice(cell, cell + (last - first) * stride + 1, stride), slice(first, last + 1)
 
 
 class _DepthwiseConv3d(torch.autograd.Function):
@@ -93,17 +117,23 @@ class _DepthwiseConv3d(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_x = _input_grad(grad, weight, x.shape, stride, padding)
         if ctx.needs_input_grad[1]:
-            grad_w = torch.ops.aten.convolution_backward(
-                grad,
-                x.contiguous(memory_format=_CHANNELS_LAST),
-                weight.contiguous(memory_format=_CHANNELS_LAST),
-                None,
-                list(stride),
-                list(padding),
-                [1, 1, 1],
-                False,
-                [0, 0, 0],
-                weight.shape[0],
-                [False, True, False],
-            )[1]
+            grad_w = _pytorch_grads(grad, x, weight, stride, padding, [False, True, False])[1]
         return grad_x, grad_w, None, None
+
+
+def _pytorch_grads(grad: Tensor, x: Tensor, weight: Tensor, stride, padding, which: list[bool]):
+    """PyTorch's own depthwise-conv gradients (input, weight, bias: ``which`` asks for them), given
+    channels-last-3d tensors, on which its kernel's weight gradient is ~3x faster."""
+    return torch.ops.aten.convolution_backward(
+        grad,
+        x.contiguous(memory_format=_CHANNELS_LAST),
+        weight.contiguous(memory_format=_CHANNELS_LAST),
+        None,
+        list(stride),
+        list(padding),
+        [1, 1, 1],
+        False,
+        [0, 0, 0],
+        weight.shape[0],
+        which,
+    )
