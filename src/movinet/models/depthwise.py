@@ -59,17 +59,15 @@ def depthwise_conv3d(x: Tensor, weight: Tensor, stride: tuple[int, ...], padding
 
 
 def _input_grad(grad: Tensor, weight: Tensor, input_shape: torch.Size, stride, padding) -> Tensor:
-    """The gradient of a depthwise conv's input (a transposed conv) as stride-1 convs of the output's
-    gradient with the flipped kernel. A stride ``s`` in H and W splits it into ``s × s`` phases: the
-    input cells ``i`` with ``(i + p) % s == r`` get only the taps ``k ≡ r (mod s)``, so each phase is
-    a small stride-1 conv written to every ``s``-th cell (no zero-spread copy of the gradient)."""
+    """The gradient of a depthwise conv's input (a transposed conv; strides ``(1, s, s)``) as stride-1
+    convs of the output's gradient with the flipped kernel. A stride ``s`` in H and W splits it into
+    ``s × s`` phases: the input cells ``i`` with ``(i + p) % s == r`` get only the taps
+    ``k ≡ r (mod s)``, so each phase is a small stride-1 conv written to every ``s``-th cell (no
+    zero-spread copy of the gradient)."""
     channels, kernel = weight.shape[0], weight.shape[2:]
-    if stride[0] != 1 or stride[1] != stride[2]:  # not a MoViNet conv: PyTorch's own backward
-        return _pytorch_grads(grad, weight.new_empty(input_shape), weight, stride, padding, [True, False, False])[0]
-    time_pad = kernel[0] - 1 - padding[0]
+    pad = [k - 1 - p for k, p in zip(kernel, padding)]  # a full correlation: k - 1 - p on each side
     s = stride[1]
     if s == 1:
-        pad = [time_pad] + [k - 1 - p for k, p in zip(kernel[1:], padding[1:])]
         flipped = weight.flip(2, 3, 4).contiguous(memory_format=_CHANNELS_LAST)
         return F.conv3d(grad, flipped, None, 1, pad, 1, channels)
     # (N, T, H, W, C): channels-last's order in memory, written through strided views (fast).
@@ -80,7 +78,7 @@ def _input_grad(grad: Tensor, weight: Tensor, input_shape: torch.Size, stride, p
             if taps.shape[3] == 0 or taps.shape[4] == 0:
                 continue  # no tap reaches these cells: their gradient is zero
             flipped = taps.flip(2, 3, 4).contiguous(memory_format=_CHANNELS_LAST)
-            full = F.conv3d(grad, flipped, None, 1, [time_pad, taps.shape[3] - 1, taps.shape[4] - 1], 1, channels)
+            full = F.conv3d(grad, flipped, None, 1, [pad[0], taps.shape[3] - 1, taps.shape[4] - 1], 1, channels)
             rows = _phase_cells(input_shape[3], padding[1], s, rh, full.shape[3])
             cols = _phase_cells(input_shape[4], padding[2], s, rw, full.shape[4])
             if rows is not None and cols is not None:
@@ -113,6 +111,9 @@ class _DepthwiseConv3d(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         stride, padding = ctx.stride, ctx.padding
         grad = grad.contiguous(memory_format=_CHANNELS_LAST)
+        if stride[0] != 1 or stride[1] != stride[2]:  # not a MoViNet conv: PyTorch's own backward
+            grad_x, grad_w, _ = _pytorch_grads(grad, x, weight, stride, padding, [*ctx.needs_input_grad[:2], False])
+            return grad_x, grad_w, None, None
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
             grad_x = _input_grad(grad, weight, x.shape, stride, padding)
