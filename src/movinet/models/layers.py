@@ -110,12 +110,10 @@ class ConvBN(nn.Module):
         if self.pad_in_forward:
             x = pad_same(x, self.kernel_hw, self.stride)
         conv = self.conv
-        if self.depthwise and applies(x, conv.weight):
+        if self.depthwise and conv.bias is None and applies(x, conv.weight):
             # Training on the CPU: PyTorch's depthwise backward is slow there (models/depthwise.py).
-            y = depthwise_conv3d(x, conv.weight, conv.stride, conv.padding)
-            if conv.bias is not None:
-                y = y + conv.bias.view(1, -1, 1, 1, 1)
-            return self.act(self.bn(y))
+            # (Only a BN-folded conv has a bias, and those are for inference.)
+            return self.act(self.bn(depthwise_conv3d(x, conv.weight, conv.stride, conv.padding)))
         return self.act(self.bn(conv(x)))
 
     @torch.no_grad()
