@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from movinet.models import ARCHS, SPECS, TracedStream, build, optimize_for_inference
+from movinet.models import ARCHS, SPECS, TracedStream, build, native, optimize_for_inference
 from movinet.models.fast import TracedGraphStream
 from movinet.models.layers import ConvBN
 
@@ -170,13 +170,16 @@ def per_frame_medians(paths: dict, clip: torch.Tensor, repeats: int, sync=lambda
 
 
 def traced_paths(model: nn.Module) -> dict:
-    """``TracedStream`` (what the product runs) and the traced model graph (``TracedGraphStream``, the
-    stream path before the per-frame step, still the one off the CPU) as ``per_frame_medians`` paths."""
+    """``TracedStream`` (what the product runs), the same without our C++ kernel (``aten``: where it
+    cannot be built; only where it can, on the CPU) and the traced model graph (``TracedGraphStream``,
+    the stream path before the per-frame step, still the one off the CPU) as ``per_frame_medians`` paths."""
     ours, graph = TracedStream(model), TracedGraphStream(model)
-    return {
-        "ours": (ours.init_state, lambda frame, state: ours(frame, state)[1]),
-        "graph": (graph.init_state, lambda frame, state: graph(frame, state)[1]),
-    }
+    paths = {"ours": (ours.init_state, lambda frame, state: ours(frame, state)[1])}
+    if next(model.parameters()).device.type == "cpu" and native.available():
+        aten = TracedStream(model, native=False)
+        paths["aten"] = (aten.init_state, lambda frame, state: aten(frame, state)[1])
+    paths["graph"] = (graph.init_state, lambda frame, state: graph(frame, state)[1])
+    return paths
 
 
 def peer_stream(peer, arch: str, frames: int, repeats: int) -> dict:
@@ -196,14 +199,17 @@ def peer_stream(peer, arch: str, frames: int, repeats: int) -> dict:
 
 def print_peer(peer, path: str, frames: int, repeats: int) -> None:
     print(f"\n## Against the PyTorch port ({path}), same run, random weights, taking turns")
-    print("| model | port | ours | port / ours | ours before: traced model graph | port / before | ours alone |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| model | port | ours | port / ours | ours before: traced model graph | port / before | ours alone "
+        "| ours without the C++ kernel | port / that |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for arch in ("a0", "a2"):
         res = SPECS[arch].resolution
         r = peer_clip(peer, arch, frames, repeats)
         print(
             f"| {arch.upper()} base {frames}x{res}^2 | {r['port']:.3f} s | {r['ours']:.3f} s | "
-            f"{r['port'] / r['ours']:.2f}x | | | |",
+            f"{r['port'] / r['ours']:.2f}x | | | | | |",
             flush=True,
         )
     for arch in ("a0", "a2"):
@@ -211,7 +217,8 @@ def print_peer(peer, path: str, frames: int, repeats: int) -> None:
         print(
             f"| {arch.upper()} stream, per frame | {r['port'] * 1e3:.2f} ms | {r['ours'] * 1e3:.2f} ms | "
             f"{r['port'] / r['ours']:.2f}x | {r['graph'] * 1e3:.2f} ms | {r['port'] / r['graph']:.2f}x | "
-            f"{r['alone'] * 1e3:.2f} ms |",
+            f"{r['alone'] * 1e3:.2f} ms | "
+            + (f"{r['aten'] * 1e3:.2f} ms | {r['port'] / r['aten']:.2f}x |" if "aten" in r else "n/a | |"),
             flush=True,
         )
 
@@ -266,6 +273,7 @@ def stream_latency(arch: str, frames: int, device: str) -> dict:
         }
         medians = per_frame_medians(traced_paths(model), clip, 3, sync)
     row["traced_ms"], row["graph_ms"] = medians["ours"] * 1e3, medians["graph"] * 1e3
+    row["aten_ms"] = medians["aten"] * 1e3 if "aten" in medians else None
     if device == "cpu":
         from movinet.inference.onnx_export import OnnxStream, export_stream_onnx
 
@@ -379,17 +387,18 @@ def print_streams(args) -> None:
     print("\n## Stream per-frame latency (one frame per call, state carried)")
     header = (
         "| model | res | GMAC/frame | eager ms | fast ms | traced graph ms (before) | TracedStream ms "
-        "| vs eager | vs traced graph | GMAC/s |"
+        "| vs eager | vs traced graph | GMAC/s | TracedStream without the C++ kernel ms |"
     )
     print(header + (" onnxruntime ms |" if args.device == "cpu" else ""))
-    print("|---|---|---|---|---|---|---|---|---|---|" + ("---|" if args.device == "cpu" else ""))
+    print("|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if args.device == "cpu" else ""))
     for arch in ARCHS:
         r = stream_latency(arch, args.frames, args.device)
         line = (
             f"| {arch.upper()} stream | {SPECS[arch].resolution} | {r['gmacs_frame']:.3f} | "
             f"{r['eager_ms']:.2f} | {r['fast_ms']:.2f} | {r['graph_ms']:.2f} | {r['traced_ms']:.2f} | "
             f"{r['eager_ms'] / r['traced_ms']:.2f}x | {r['graph_ms'] / r['traced_ms']:.2f}x | "
-            f"{r['gmacs_frame'] / r['traced_ms'] * 1e3:.1f} |"
+            f"{r['gmacs_frame'] / r['traced_ms'] * 1e3:.1f} | "
+            + (f"{r['aten_ms']:.2f} |" if r["aten_ms"] is not None else "n/a |")
         )
         if "onnxruntime_ms" in r:
             line += f" {r['onnxruntime_ms']:.2f} |"

@@ -5,7 +5,7 @@ frames per call and per-clip frame counter; elsewhere ``TracedStream`` falls bac
 import pytest
 import torch
 
-from conftest import randomize
+from conftest import randomize, require_native_kernel
 from movinet.models import ARCHS, TracedStream, build, optimize_for_inference
 from movinet.models.fast import FrameStep
 
@@ -23,11 +23,18 @@ def _assert_same_state(ours, ref):
         torch.testing.assert_close(ours[name], ref[name], rtol=1e-5, atol=1e-5, msg=name)
 
 
+@pytest.mark.parametrize("native", ["kernel", "aten"])
 @pytest.mark.parametrize("arch", ARCHS)
-def test_frame_step_equals_the_model_frame_by_frame_and_the_clip(arch):
+def test_frame_step_equals_the_model_frame_by_frame_and_the_clip(arch, native, monkeypatch):
+    """Both forms of the step: with our kernel for the blocks' convs, and with it switched off."""
+    if native == "kernel":
+        require_native_kernel()
+    else:
+        monkeypatch.setenv("MOVINET_NATIVE_KERNELS", "0")
     model = randomize(build(arch, "stream", 10), seed=4)
     traced = TracedStream(model, image_size=(H, W))
     assert traced._frame_step  # the CPU float32 path, not the fallback
+    assert ("movinet::feature_step" in str(traced._graph.inlined_graph)) == (native == "kernel")
     clip = torch.rand(1, 3, 3, H, W, generator=torch.Generator().manual_seed(5))
     ours, ref = traced.init_state(), model.init_state(1, (H, W))
     with torch.no_grad():

@@ -16,10 +16,12 @@ the number of ops and their fixed costs more than by arithmetic (A2: 0.22 GMAC i
 ops in the traced model graph). It rebuilds a BN-folded stream model with fewer and cheaper ops:
 
 * activations stay channels-last ``(B, H, W, C)`` throughout, so each 1×1 conv is one GEMM on a view;
-* spatial depthwise convs are oneDNN 2-D convs with weights pre-packed for the fixed input shape and
-  the activation fused;
-* the causal temporal conv is a chain of multiply-adds over the buffered frames (no concatenated
-  stack, no conv call);
+* each block's spatial depthwise conv and causal temporal conv run in one call of our C++ kernel
+  (``FeatureStep``, ``movinet.models.native``, built for this CPU on first use): one pass that also
+  writes the next buffer. Where the kernel cannot be built (no compiler) or is switched off
+  (``MOVINET_NATIVE_KERNELS=0``), the spatial convs are oneDNN 2-D convs with weights pre-packed for
+  the fixed input shape and the activation fused, and the temporal conv a chain of multiply-adds
+  over the buffered frames (no concatenated stack, no conv call);
 * the SE gate's hard-sigmoid is folded into its GEMM's weights, the gate into the project weights
   where they are smaller than the activations; ReZero into the project weights, and every project
   bias into the next layer's bias (see ``Block``).
@@ -40,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from movinet.models import native as native_kernels
 from movinet.models.layers import (
     ConvBN,
     MoViNetBlock,
@@ -215,6 +218,56 @@ class TemporalConv(nn.Module):
         return y, new_buffer
 
 
+class FeatureStep(nn.Module):
+    """A block's spatial depthwise conv and causal temporal conv for one frame in one call of our
+    kernel (``movinet.models.native``): no pad, no oneDNN call, no multiply-add chain, no
+    concatenation; the new frame is written straight into the next buffer. Used where the kernel
+    loads and both activations are hard-swish or none (``FeatureStep.applies``)."""
+
+    def __init__(self, block: MoViNetBlock, height: int, width: int) -> None:
+        super().__init__()
+        conv = block.feature.conv
+        kh, kw = conv.kernel_size[1:]
+        self.stride = conv.stride[1]
+        self.top, self.left = same_padding(height, kh, self.stride)[0], same_padding(width, kw, self.stride)[0]
+        self.out_h, self.out_w = same_output_size(height, self.stride), same_output_size(width, self.stride)
+        # (E, 1, 1, kh, kw) -> (kh, kw, E): the kernel reads each tap's channels as one vector
+        self.register_buffer("weight", conv.weight.detach()[:, 0, 0].permute(1, 2, 0).contiguous(), False)
+        self.register_buffer("bias", conv.bias.detach().contiguous(), False)
+        self.spatial_act = isinstance(block.feature.act, nn.Hardswish)
+        self.temporal = block.temporal is not None
+        self.temporal_act = False
+        self.register_buffer("taps", torch.zeros(0), False)
+        self.register_buffer("tbias", torch.zeros(0), False)
+        if block.temporal is not None:
+            tconv = block.temporal.conv
+            self.taps = tconv.weight.detach()[:, 0, :, 0, 0].t().contiguous()  # (kt, E)
+            self.tbias = tconv.bias.detach().contiguous()
+            self.temporal_act = isinstance(block.temporal.act, nn.Hardswish)
+
+    @staticmethod
+    def applies(block: MoViNetBlock) -> bool:
+        """The kernel does hard-swish or no activation, on bias-carrying (BN-folded) convs."""
+        units = [block.feature] + ([block.temporal] if block.temporal is not None else [])
+        return all(isinstance(u.act, (nn.Hardswish, nn.Identity)) and u.conv.bias is not None for u in units)
+
+    def forward(self, x: Tensor, buffer: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """``x``: the expanded frame ``(B, H, W, E)``; ``buffer``: the state's ``(B, E, kt-1, H', W')``
+        past frames. Returns the block's features ``(B, H', W', E)`` and the next buffer."""
+        past: Tensor | None = None
+        taps: Tensor | None = None
+        tbias: Tensor | None = None
+        if self.temporal and buffer is not None:
+            past, taps, tbias = buffer.permute(0, 2, 3, 4, 1).contiguous(), self.taps, self.tbias
+        out = torch.ops.movinet.feature_step(
+            x, self.weight, self.bias, self.stride, self.top, self.left, self.out_h, self.out_w,
+            self.spatial_act, past, taps, tbias, self.temporal_act,
+        )  # fmt: skip
+        if past is None:
+            return out[0], None
+        return out[0], out[1].permute(0, 4, 1, 2, 3)
+
+
 class SkipPath(nn.Module):
     """The shortcut when the shape changes: TF-"same" 3×3 average pool ignoring padding (stride > 1),
     then the 1×1 projection as one GEMM; ``bias`` replaces the projection's (the block folds more into it)."""
@@ -286,15 +339,20 @@ class Block(nn.Module):
     smaller than the activations (one GEMM of ``(B, HW, E) @ (B, E, C)``), else the activations.
     """
 
-    def __init__(self, block: MoViNetBlock, batch: int, height: int, width: int, in_bias: Tensor) -> None:
+    def __init__(
+        self, block: MoViNetBlock, batch: int, height: int, width: int, in_bias: Tensor, native: bool = False
+    ) -> None:
         super().__init__()
         self.se_index, self.buffer_index = -1, -1
+        self.stride = block.feature.conv.stride[1]
         self.batch, self.in_shape = batch, [batch, height, width, -1]
         self.rows_in, self.cin = batch * height * width, block.expand.conv.in_channels
         expand = block.expand.conv
         weight = expand.weight.detach().flatten(1)
         self.expand = Linear(weight, expand.bias + weight @ in_bias, batch * height * width, _attr(block.expand.act))
-        self.feature = Conv(block.feature, batch, height, width)
+        # our kernel for the spatial and temporal convs where it applies, else oneDNN and ATen
+        self.fused = FeatureStep(block, height, width) if native and FeatureStep.applies(block) else None
+        self.feature = None if self.fused is not None else Conv(block.feature, batch, height, width)
         project, rezero = block.project.conv, block.rezero.detach()
         self.out_bias = project.bias.detach() * rezero
         self.skip = None
@@ -305,10 +363,10 @@ class Block(nn.Module):
             self.out_bias = torch.zeros_like(self.out_bias)
         else:
             self.out_bias = self.out_bias + in_bias
-        height, width = same_output_size(height, self.feature.stride), same_output_size(width, self.feature.stride)
+        height, width = same_output_size(height, self.stride), same_output_size(width, self.stride)
         self.cout, self.rows = project.out_channels, height * width
         self.out_shape = [batch, height, width, self.cout]
-        self.temporal = None if block.temporal is None else TemporalConv(block.temporal)
+        self.temporal = None if block.temporal is None or self.fused is not None else TemporalConv(block.temporal)
         self.se = SqueezeExcite(block.se, batch)
         self.register_buffer("project_t", (project.weight.detach().flatten(1) * rezero).t().contiguous(), False)
         self.scale_weights = self.cout < self.rows
@@ -317,10 +375,15 @@ class Block(nn.Module):
         self, x: Tensor, se_sum: Tensor, buffer: Tensor | None, denom: Tensor, encodings: list[Tensor]
     ) -> tuple[Tensor, Tensor, Tensor | None]:
         shortcut = x if self.skip is None else self.skip(x)
-        y = self.feature(self.expand(x.reshape(self.rows_in, self.cin)).view(self.in_shape))
+        expanded = self.expand(x.reshape(self.rows_in, self.cin)).view(self.in_shape)
         new_buffer: Tensor | None = None
-        if self.temporal is not None and buffer is not None:
-            y, new_buffer = self.temporal(buffer, y)
+        if self.fused is not None:
+            y, new_buffer = self.fused(expanded, buffer)
+        else:
+            assert self.feature is not None
+            y = self.feature(expanded)
+            if self.temporal is not None and buffer is not None:
+                y, new_buffer = self.temporal(buffer, y)
         gate, new_sum = self.se(y, se_sum, denom, encodings)
         b = self.batch
         if self.scale_weights:
@@ -355,23 +418,29 @@ class FrameStep(nn.Module):
 
     pe_channels: list[int]  # the SE channel counts with a positional encoding (may be none: typed here)
 
-    def __init__(self, model: MoViNet, batch: int, image_size: tuple[int, int], names: list[str]) -> None:
+    def __init__(
+        self, model: MoViNet, batch: int, image_size: tuple[int, int], names: list[str], native: bool | None = None
+    ) -> None:
+        """``native``: use our kernel for the blocks' spatial and temporal convs (``native.load``);
+        None: wherever it loads on this machine."""
         super().__init__()
         if not self.supports(model):
             raise ValueError("FrameStep needs a BN-folded float32 stream model on the CPU with oneDNN")
+        self.native = native_kernels.available() if native is None else native
+        if self.native and not native_kernels.load():
+            raise ValueError("FrameStep(native=True): the native kernel is not available on this machine")
         height, width = image_size
         self.stem = Conv(model.stem, batch, height, width)
         height, width = same_output_size(height, 2), same_output_size(width, 2)
         blocks = []
         pending = torch.zeros(model.stem.conv.out_channels)  # the bias each block leaves to the next
         for name, source in model.blocks.items():
-            block = Block(source, batch, height, width, pending)
+            block = Block(source, batch, height, width, pending, self.native)
             pending = block.out_bias
             block.se_index = names.index(f"{name}.se_sum")
             block.buffer_index = names.index(f"{name}.buffer") if source.temporal is not None else -1
             blocks.append(block)
-            stride = block.feature.stride
-            height, width = same_output_size(height, stride), same_output_size(width, stride)
+            height, width = same_output_size(height, block.stride), same_output_size(width, block.stride)
         self.blocks = nn.ModuleList(blocks)
         self.head = Head(model, batch, height, width, pending)
         self.count_index, self.head_index = names.index("frame_count"), names.index("head.sum")
@@ -481,12 +550,24 @@ class TracedStream(TracedGraphStream):
     causal model makes identical); elsewhere the traced model graph (``TracedGraphStream``).
     """
 
+    def __init__(
+        self,
+        model: MoViNet,
+        image_size: int | tuple[int, int] | None = None,
+        batch_size: int = 1,
+        frames_per_step: int = 1,
+        native: bool | None = None,
+    ) -> None:
+        """``native``: run the blocks' convs in our C++ kernel (``FrameStep``); None: where it loads."""
+        self._native = native
+        super().__init__(model, image_size, batch_size, frames_per_step)
+
     def _compile(self, state: State) -> None:
         self._frame_step = FrameStep.supports(self._fast)
         if not self._frame_step:
             super()._compile(state)
             return
-        step = FrameStep(self._fast, self.input_shape[0], self.image_size, self.names).eval()
+        step = FrameStep(self._fast, self.input_shape[0], self.image_size, self.names, self._native).eval()
         with torch.no_grad(), warnings.catch_warnings():
             # TorchScript is deprecated in favour of torch.compile, which needs a C++ toolchain at run
             # time and was slower here (docs/benchmarks.md); it still works, so keep its warnings quiet.
