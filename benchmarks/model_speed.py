@@ -7,7 +7,8 @@ Every figure is printed next to a baseline measured in the same run: the plain e
 separate ops, default memory layout) against the inference fast path (``optimize_for_inference``:
 BN folded, in-place activations, channels-last-3d, ``torch.inference_mode``); for streaming,
 ``TracedStream`` (on the CPU the per-frame 2-D step) against the traced model graph it replaced
-(``TracedGraphStream``), the two taking turns frame by frame, and onnxruntime on the exported step.
+(``TracedGraphStream``) and against itself without our C++ kernel (``native=False``, what a machine
+without a compiler runs), taking turns frame by frame, and onnxruntime on the exported step.
 The peak is a 2048^3 fp32 ``torch.mm`` (achievable) and clock x FMA width (theoretical); the A0 base
 clip's GMAC/s is given as a share of both (1 MAC = 2 FLOP).
 

@@ -11,7 +11,7 @@ flags, so a cache shared between different machines never loads code built for a
 takes ~15 s; ``make install`` does it up front (``main``).
 
 Without a compiler, or with ``MOVINET_NATIVE_KERNELS=0``, nothing is built: one warning says why,
-and the stream step is ~15 % slower (A2, docs/benchmarks.md).
+and the stream step is ~1.2× slower (A2: 10.9 against 8.9 ms a frame, docs/benchmarks.md).
 """
 
 from __future__ import annotations
